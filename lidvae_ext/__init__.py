@@ -1,0 +1,32 @@
+"""lidvae_ext: fused kernels and modules for latent-identifiable VAEs.
+
+Quick start::
+
+    from lidvae_ext import LIDDecoder
+    decoder = LIDDecoder(latent_dim=32, out_dim=784, hidden=128)
+    logits = decoder(z)   # z: (B, 32) -> (B, 784), injective in z
+"""
+
+from __future__ import annotations
+
+from . import _extension, ops, reference
+from .nn import BrenierMap, ICNN, InjectiveLinear, LIDDecoder
+
+__version__ = "0.1.0"
+
+
+def build_info() -> dict:
+    """Build configuration of the compiled kernels (empty dict if not built)."""
+    return _extension.build_info()
+
+
+__all__ = [
+    "BrenierMap",
+    "ICNN",
+    "InjectiveLinear",
+    "LIDDecoder",
+    "build_info",
+    "ops",
+    "reference",
+    "__version__",
+]

@@ -1,0 +1,327 @@
+"""Modules: ``ICNN``, ``BrenierMap``, ``InjectiveLinear`` and ``LIDDecoder``.
+
+All weights are ordinary ``nn.Parameter`` objects (optimizers, ``state_dict``,
+``torch.func.functional_call`` and DDP work unchanged). Non-negativity of the
+ICNN's hidden weights is a parametrization applied in ``ICNN.weights()``;
+kernels only ever see the effective, non-negative weights.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import ops, reference
+
+BACKENDS = ("auto", "fused", "reference")
+POSITIVITY = ("softplus", "clamp")
+_FUSED_DTYPES = (torch.float32, torch.float64)
+_warned_fallback: set[tuple[str, torch.dtype]] = set()
+
+
+def _inverse_softplus(x: Tensor) -> Tensor:
+    return x + torch.log(-torch.expm1(-x))
+
+
+def _check_positive_int(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+class ICNN(nn.Module):
+    """Input-convex neural network ψ: R^dim → R (the paper's variant by default).
+
+    ``a_0 = A_0 y + b_0, z_0 = σ_0(a_0)``; ``a_l = W_l z_{l-1} + A_l y + b_l,
+    z_l = σ(a_l)``; ``ψ(y) = z_L + (α/2)‖y‖²`` with ``W_l ≥ 0``. With the
+    ``"leaky_relu"`` activation σ_0 is the squared leaky ReLU and σ the leaky
+    ReLU; with ``"softplus"`` both are softplus.
+
+    Parameters
+    ----------
+    dim : int
+        Input dimension d.
+    hidden : int
+        Width H of every hidden layer.
+    num_layers : int, default 2
+        Number L ≥ 1 of layers after the first (the output layer included).
+    activation : {"leaky_relu", "softplus"}
+        Activation family.
+    negative_slope : float, default 0.2
+        Leaky-ReLU slope, in [0, 1] (convexity needs a non-decreasing σ).
+    strong_convexity : float, default 0.0
+        α ≥ 0; α > 0 makes ∇ψ strictly monotone, hence injective.
+    positivity : {"softplus", "clamp"}
+        How raw weights become non-negative: ``softplus(raw)`` or ``raw.clamp(min=0)``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        num_layers: int = 2,
+        activation: str = "leaky_relu",
+        negative_slope: float = 0.2,
+        strong_convexity: float = 0.0,
+        positivity: str = "softplus",
+    ) -> None:
+        super().__init__()
+        _check_positive_int("dim", dim)
+        _check_positive_int("hidden", hidden)
+        _check_positive_int("num_layers", num_layers)
+        if activation not in reference.ACTIVATIONS:
+            raise ValueError(f"activation must be one of {reference.ACTIVATIONS}, got {activation!r}")
+        if not 0.0 <= negative_slope <= 1.0:
+            raise ValueError(f"negative_slope must be in [0, 1] for a convex ψ, got {negative_slope}")
+        if not (strong_convexity >= 0.0 and math.isfinite(strong_convexity)):
+            raise ValueError(f"strong_convexity must be finite and >= 0, got {strong_convexity}")
+        if positivity not in POSITIVITY:
+            raise ValueError(f"positivity must be one of {POSITIVITY}, got {positivity!r}")
+        self.dim, self.hidden, self.num_layers = dim, hidden, num_layers
+        self.activation = activation
+        self.negative_slope = float(negative_slope)
+        self.strong_convexity = float(strong_convexity)
+        self.positivity = positivity
+        stacked = num_layers * hidden + 1
+        self.A = nn.Parameter(torch.empty(stacked, dim))
+        self.b = nn.Parameter(torch.empty(stacked))
+        self.W_raw = nn.Parameter(torch.empty(num_layers - 1, hidden, hidden))
+        self.w_out_raw = nn.Parameter(torch.empty(hidden))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Input weights like ``nn.Linear``; effective W_l ~ |N(0, 1/H)|."""
+        bound = 1.0 / math.sqrt(self.dim)
+        self.A.uniform_(-bound, bound)
+        self.b.uniform_(-bound, bound)
+        for raw in (self.W_raw, self.w_out_raw):
+            effective = torch.randn_like(raw).abs_().mul_(1.0 / math.sqrt(self.hidden)).clamp_(min=1e-4)
+            raw.copy_(_inverse_softplus(effective) if self.positivity == "softplus" else effective)
+
+    def _positive(self, raw: Tensor) -> Tensor:
+        return F.softplus(raw) if self.positivity == "softplus" else raw.clamp(min=0.0)
+
+    def weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Effective kernel weights ``(A, b, W, w_out)`` with W, w_out ≥ 0."""
+        return self.A, self.b, self._positive(self.W_raw), self._positive(self.w_out_raw)
+
+    def hyper(self) -> tuple[float, str, float]:
+        """``(strong_convexity, activation, negative_slope)`` as the operators take them."""
+        return self.strong_convexity, self.activation, self.negative_slope
+
+    def potential(self, y: Tensor) -> Tensor:
+        """ψ(y) for ``y`` of shape (..., dim); returns shape (...)."""
+        flat = _flatten(y, self.dim, "y")
+        psi = reference.icnn_potential(flat, *self.weights(), *self.hyper())
+        return psi.reshape(y.shape[:-1])
+
+    def forward(self, y: Tensor) -> Tensor:
+        return self.potential(y)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, hidden={self.hidden}, num_layers={self.num_layers}, "
+            f"activation={self.activation!r}, negative_slope={self.negative_slope}, "
+            f"strong_convexity={self.strong_convexity}, positivity={self.positivity!r}"
+        )
+
+
+def _flatten(y: Tensor, dim: int, name: str) -> Tensor:
+    if y.dim() < 1 or y.shape[-1] != dim:
+        raise ValueError(f"{name} must have shape (..., {dim}), got {tuple(y.shape)}")
+    return y.reshape(-1, dim)
+
+
+def resolve_backend(backend: str, y: Tensor) -> str:
+    """Pick "fused" or "reference" for input ``y`` (see :class:`BrenierMap`)."""
+    if backend == "reference":
+        return "reference"
+    supported = ops.fused_available(y.device.type) and y.dtype in _FUSED_DTYPES
+    if backend == "fused":
+        if not supported:
+            raise RuntimeError(
+                f"backend='fused' is not available for device {y.device.type!r} and dtype "
+                f"{y.dtype}: fused kernels support float32/float64 on "
+                f"{'cpu and cuda' if ops.fused_available('cuda') else 'cpu'}"
+                + (f" ({_load_reason()})" if not ops.fused_available('cpu') else "")
+            )
+        return "fused"
+    if supported:
+        return "fused"
+    key = (y.device.type, y.dtype)
+    if key not in _warned_fallback:
+        _warned_fallback.add(key)
+        warnings.warn(
+            f"lidvae_ext: no fused kernel for device {y.device.type!r}, dtype {y.dtype}; "
+            "using the autograd reference (slower)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return "reference"
+
+
+def _load_reason() -> str:
+    from . import _extension
+
+    return _extension.load_error() or "compiled module not loaded"
+
+
+class BrenierMap(nn.Module):
+    """The Brenier map y ↦ ∇ψ(y) of an :class:`ICNN` ψ.
+
+    Parameters are those of :class:`ICNN` plus ``backend``: ``"fused"`` (the
+    compiled operators), ``"reference"`` (autograd double backward) or
+    ``"auto"`` (fused where the build supports the device and dtype, else the
+    reference with a one-time warning). Inputs may have any leading shape.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        num_layers: int = 2,
+        activation: str = "leaky_relu",
+        negative_slope: float = 0.2,
+        strong_convexity: float = 0.0,
+        positivity: str = "softplus",
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.icnn = ICNN(dim, hidden, num_layers, activation, negative_slope, strong_convexity, positivity)
+        self.backend = backend
+
+    @property
+    def dim(self) -> int:
+        return self.icnn.dim
+
+    def potential_and_map(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``(ψ(y), ∇ψ(y))`` with shapes ``(...)`` and ``(..., dim)``."""
+        flat = _flatten(y, self.icnn.dim, "y")
+        impl = ops if resolve_backend(self.backend, flat) == "fused" else reference
+        psi, grad = impl.icnn_potential_and_map(flat, *self.icnn.weights(), *self.icnn.hyper())
+        return psi.reshape(y.shape[:-1]), grad.reshape(y.shape)
+
+    def potential(self, y: Tensor) -> Tensor:
+        """ψ(y)."""
+        return self.icnn.potential(y)
+
+    def forward(self, y: Tensor) -> Tensor:
+        """∇ψ(y)."""
+        return self.potential_and_map(y)[1]
+
+    def extra_repr(self) -> str:
+        return f"backend={self.backend!r}"
+
+
+class InjectiveLinear(nn.Module):
+    """A linear map β: R^in → R^out of full column rank by construction.
+
+    ``mode="learned"``: β = Q·diag(exp(s)) with Q the orthonormal factor of a
+    raw (out × in) matrix (sign-fixed QR, so it is a smooth function of the
+    raw weights) and exp(s) > 0: full column rank for every parameter value.
+    ``mode="fixed"``: β = [I; 0], i.e. zero padding (no parameters).
+    """
+
+    MODES = ("learned", "fixed")
+
+    def __init__(self, in_features: int, out_features: int, mode: str = "learned") -> None:
+        super().__init__()
+        _check_positive_int("in_features", in_features)
+        _check_positive_int("out_features", out_features)
+        if out_features < in_features:
+            raise ValueError(
+                f"InjectiveLinear needs out_features >= in_features for full column rank, "
+                f"got in_features={in_features}, out_features={out_features}"
+            )
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
+        self.in_features, self.out_features, self.mode = in_features, out_features, mode
+        if mode == "learned":
+            self.raw = nn.Parameter(torch.empty(out_features, in_features))
+            self.log_scale = nn.Parameter(torch.zeros(in_features))
+            nn.init.orthogonal_(self.raw)
+
+    def weight(self) -> Tensor:
+        """The (out × in) matrix β."""
+        if self.mode == "fixed":
+            return torch.eye(self.out_features, self.in_features)
+        q, r = torch.linalg.qr(self.raw)
+        signs = torch.where(torch.diagonal(r) >= 0, 1.0, -1.0).to(q.dtype)
+        return q * (signs * self.log_scale.exp())
+
+    def forward(self, z: Tensor) -> Tensor:
+        if z.shape[-1] != self.in_features:
+            raise ValueError(f"z must have shape (..., {self.in_features}), got {tuple(z.shape)}")
+        if self.mode == "fixed":
+            return F.pad(z, (0, self.out_features - self.in_features))
+        return z @ self.weight().t()
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, mode={self.mode!r}"
+
+
+class LIDDecoder(nn.Module):
+    """Latent-identifiable decoder z ↦ ∇ψ₂(β·∇ψ₁(z)) (Wang, Blei & Cunningham 2021).
+
+    Injective for every parameter value when ``strong_convexity > 0`` (and
+    generically when it is 0), so the latent stays identifiable and the
+    posterior cannot collapse. The output is the likelihood parameter
+    (Bernoulli logits, Gaussian mean, ...).
+
+    Parameters
+    ----------
+    latent_dim, out_dim : int
+        K and D, with D ≥ K.
+    hidden : int
+        Width of every ICNN layer (both ψ₁ and ψ₂).
+    num_layers : int, default 2
+        ICNN depth L.
+    strong_convexity : float, default 0.0
+        α of both ICNNs.
+    backend : {"auto", "fused", "reference"}
+        See :class:`BrenierMap`.
+    beta : {"fixed", "learned"}
+        β = [I; 0] or a learned full-column-rank :class:`InjectiveLinear`.
+    activation, negative_slope, positivity
+        Passed to both ICNNs.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        out_dim: int,
+        hidden: int,
+        num_layers: int = 2,
+        strong_convexity: float = 0.0,
+        backend: str = "auto",
+        beta: str = "fixed",
+        activation: str = "leaky_relu",
+        negative_slope: float = 0.2,
+        positivity: str = "softplus",
+    ) -> None:
+        super().__init__()
+        _check_positive_int("latent_dim", latent_dim)
+        _check_positive_int("out_dim", out_dim)
+        if out_dim < latent_dim:
+            raise ValueError(
+                f"LIDDecoder needs out_dim >= latent_dim (an injective β: R^K → R^D), "
+                f"got latent_dim={latent_dim}, out_dim={out_dim}"
+            )
+        common = dict(
+            hidden=hidden, num_layers=num_layers, activation=activation,
+            negative_slope=negative_slope, strong_convexity=strong_convexity,
+            positivity=positivity, backend=backend,
+        )
+        self.latent_dim, self.out_dim = latent_dim, out_dim
+        self.latent_map = BrenierMap(latent_dim, **common)
+        self.beta = InjectiveLinear(latent_dim, out_dim, mode=beta)
+        self.data_map = BrenierMap(out_dim, **common)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.data_map(self.beta(self.latent_map(z)))

@@ -1,0 +1,147 @@
+"""torch.library glue for the fused ICNN operators.
+
+The operators are defined in C++ (``csrc/ops.cpp``) and implemented per
+backend (``csrc/cpu``, ``csrc/cuda``). This module registers, for *every*
+operator, a fake (meta) kernel so ``torch.compile`` can trace them, and an
+autograd formula:
+
+* ``icnn_forward`` is differentiated by the closed-form ``icnn_backward``
+  operator (DESIGN.md §3) — first derivatives of ψ and ∇ψ w.r.t. the input
+  and every weight, i.e. the second-order training step of a Brenier-map
+  decoder, without double-backward autograd.
+* ``icnn_backward`` is not differentiable again (that would need third
+  derivatives of ψ): differentiating through it raises a ``RuntimeError``
+  naming the reference backend, which supports any order.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import _extension
+
+_LIB = "lidvae_ext"
+
+
+def fused_available(device_type: str = "cpu") -> bool:
+    """Whether fused kernels for ``device_type`` ("cpu" or "cuda") were built and loaded."""
+    if not _extension.loaded():
+        return False
+    if device_type == "cpu":
+        return True
+    if device_type == "cuda":
+        return bool(_extension.build_info().get("with_cuda", False))
+    return False
+
+
+def icnn_potential_and_map(
+    y: Tensor,
+    A: Tensor,
+    b: Tensor,
+    W: Tensor,
+    w_out: Tensor,
+    strong_convexity: float = 0.0,
+    activation: str = "leaky_relu",
+    negative_slope: float = 0.2,
+) -> tuple[Tensor, Tensor]:
+    """Fused ψ(y) (B,) and Brenier map ∇ψ(y) (B, d) of the ICNN.
+
+    Same arguments and layout as :func:`lidvae_ext.reference.icnn_potential_and_map`;
+    differentiable (once) w.r.t. ``y`` and every weight through the closed-form
+    backward operator.
+    """
+    psi, grad, _, _ = torch.ops.lidvae_ext.icnn_forward(
+        y, A, b, W, w_out, float(strong_convexity), activation, float(negative_slope)
+    )
+    return psi, grad
+
+
+def icnn_map(y: Tensor, *args, **kwargs) -> Tensor:
+    """Fused Brenier map ∇ψ(y) only."""
+    return icnn_potential_and_map(y, *args, **kwargs)[1]
+
+
+# --------------------------------------------------------------------------
+# Registration (only when the compiled library is loaded).
+# --------------------------------------------------------------------------
+
+
+def _fake_forward(y, A, b, W, w_out, strong_convexity, activation, negative_slope):
+    torch._check(y.dim() == 2, lambda: f"icnn_forward: y must be 2-D (B, d), got {tuple(y.shape)}")
+    batch, hidden, num_layers = y.shape[0], w_out.shape[0], W.shape[0] + 1
+    torch._check(
+        A.dim() == 2 and A.shape[0] == num_layers * hidden + 1 and A.shape[1] == y.shape[1],
+        lambda: f"icnn_forward: A must be ({num_layers * hidden + 1}, {y.shape[1]}), got {tuple(A.shape)}",
+    )
+    return (
+        y.new_empty(batch),
+        y.new_empty(y.shape),
+        y.new_empty(batch, A.shape[0]),
+        y.new_empty(batch, (num_layers) * hidden),
+    )
+
+
+def _fake_backward(
+    grad_psi, grad_map, y, A, W, w_out, grad, pre, upstream,
+    strong_convexity, activation, negative_slope, need_input_grad,
+):
+    grad_y = y.new_empty(y.shape) if need_input_grad else y.new_empty(0)
+    return (
+        grad_y,
+        A.new_empty(A.shape),
+        A.new_empty(A.shape[0]),
+        W.new_empty(W.shape),
+        w_out.new_empty(w_out.shape),
+    )
+
+
+def _setup_forward(ctx, inputs, output):
+    y, A, _b, W, w_out, strong_convexity, activation, negative_slope = inputs
+    _psi, grad, pre, upstream = output
+    ctx.save_for_backward(y, A, W, w_out, grad, pre, upstream)
+    ctx.hyper = (strong_convexity, activation, negative_slope)
+    ctx.mark_non_differentiable(pre, upstream)
+
+
+def _backward_forward(ctx, grad_psi, grad_map, _grad_pre, _grad_upstream):
+    y, A, W, w_out, grad, pre, upstream = ctx.saved_tensors
+    strong_convexity, activation, negative_slope = ctx.hyper
+    if grad_map is None:
+        grad_map = torch.zeros_like(grad)
+    need_input_grad = bool(ctx.needs_input_grad[0])
+    grad_y, grad_A, grad_b, grad_W, grad_w_out = torch.ops.lidvae_ext.icnn_backward(
+        grad_psi, grad_map, y, A, W, w_out, grad, pre, upstream,
+        strong_convexity, activation, negative_slope, need_input_grad,
+    )
+    return (
+        grad_y if need_input_grad else None,
+        grad_A, grad_b, grad_W, grad_w_out, None, None, None,
+    )
+
+
+def _backward_backward(ctx, *grads):
+    raise RuntimeError(
+        "lidvae_ext: the fused ICNN backward (icnn_backward) cannot be differentiated "
+        "again (that needs third derivatives of the potential). For higher-order "
+        "gradients use backend='reference' (plain autograd)."
+    )
+
+
+def _setup_backward(ctx, inputs, output):
+    pass
+
+
+def _register() -> None:
+    torch.library.register_fake(f"{_LIB}::icnn_forward")(_fake_forward)
+    torch.library.register_fake(f"{_LIB}::icnn_backward")(_fake_backward)
+    torch.library.register_autograd(
+        f"{_LIB}::icnn_forward", _backward_forward, setup_context=_setup_forward
+    )
+    torch.library.register_autograd(
+        f"{_LIB}::icnn_backward", _backward_backward, setup_context=_setup_backward
+    )
+
+
+if _extension.loaded():
+    _register()
