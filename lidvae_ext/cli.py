@@ -1,0 +1,258 @@
+"""``lidvae-ext``: train, evaluate and compare VAEs and LIDVAEs; run benchmarks and demos.
+
+Examples
+--------
+::
+
+    lidvae-ext compare                                    # VAE vs LIDVAE on digits (K = 32)
+    lidvae-ext compare --data fashion-mnist --latent-dim 64 --train-size 10000 --epochs 20
+    lidvae-ext train --model lidvae --epochs 50 --out runs/lid
+    lidvae-ext evaluate runs/lid/checkpoint.pt
+    torchrun --nproc_per_node=2 -m lidvae_ext.cli train --model vae --out runs/vae
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+from pathlib import Path
+
+import torch
+
+DEFAULT_STRONG_CONVEXITY = 0.1
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+    if any(w < 1 for w in out):
+        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
+    return out
+
+
+def _add_data_args(p: argparse.ArgumentParser, default: str | None = "digits") -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=default,
+                   help="'digits' (sklearn 8x8, default), 'fashion-mnist' (local Debian package "
+                        "dataset-fashion-mnist) or a .npy/.npz file" + ("" if default else "; default: the checkpoint's"))
+    g.add_argument("--data-dir", default=None, help="directory with the Fashion-MNIST *-ubyte.gz files")
+    g.add_argument("--train-size", type=int, default=None, help="seeded subset of the training split")
+    g.add_argument("--test-size", type=int, default=None, help="seeded subset of the held-out split")
+    g.add_argument("--seed", type=int, default=0, help="seed of splits, initialization, batches and noise")
+
+
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("metrics")
+    g.add_argument("--iwae-samples", type=int, default=100, help="importance samples k per example (default 100)")
+    g.add_argument("--au-threshold", type=float, default=0.01, help="active-unit variance threshold")
+    g.add_argument("--eval-batch-size", type=int, default=256)
+
+
+def _add_model_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--latent-dim", type=int, default=32)
+    g.add_argument("--encoder-hidden", type=_widths, default=(256, 256), help="e.g. 256,256")
+    g.add_argument("--decoder-hidden", type=_widths, default=(256, 256), help="VAE decoder MLP widths")
+    g.add_argument("--icnn-hidden", type=int, default=128, help="LIDVAE ICNN width")
+    g.add_argument("--icnn-layers", type=int, default=2, help="LIDVAE ICNN depth L")
+    g.add_argument("--strong-convexity", type=float, default=DEFAULT_STRONG_CONVEXITY,
+                   help=f"LIDVAE α (default {DEFAULT_STRONG_CONVEXITY}; 0 = the paper's ICNN)")
+    g.add_argument("--beta", choices=("fixed", "learned"), default="fixed", help="LIDVAE β: [I;0] or learned")
+    g.add_argument("--backend", choices=("auto", "fused", "reference"), default="auto",
+                   help="Brenier-map kernels (auto: fused if built, else the autograd reference)")
+    g.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
+    g.add_argument("--binarize", action=argparse.BooleanOptionalAction, default=True,
+                   help="dynamic binarization for the Bernoulli likelihood (default on)")
+    g.add_argument("--gaussian-std", type=float, default=0.1)
+    g.add_argument("--learn-std", action="store_true", help="learn the Gaussian likelihood's σ")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=150)
+    g.add_argument("--batch-size", type=int, default=128, help="global batch size (split across processes)")
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--threads", type=int, default=None, help="torch threads per process (default: all cores)")
+    g.add_argument("--checkpoint-every", type=int, default=1, help="epochs between checkpoints")
+    g.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lidvae-ext`` argument parser."""
+    parser = argparse.ArgumentParser(prog="lidvae-ext", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train one model")
+    p.add_argument("--model", default="lidvae", help="vae, lidvae, betavae<w>, lidvae-alpha<a>, ...")
+    p.add_argument("--kl-weight", type=float, default=None, help="β-VAE KL weight (overrides the model name's)")
+    p.add_argument("--out", required=True, help="output directory (checkpoint.pt, history.json, metrics.json)")
+    p.add_argument("--no-eval", action="store_true", help="skip the held-out metrics after training")
+    _add_data_args(p)
+    _add_model_train_args(p)
+    _add_eval_args(p)
+
+    p = sub.add_parser("evaluate", help="held-out metrics of a checkpoint, as JSON on stdout")
+    p.add_argument("checkpoint", help="checkpoint.pt (or the directory holding it)")
+    p.add_argument("--backend", choices=("auto", "fused", "reference"), default=None)
+    p.add_argument("--threads", type=int, default=None)
+    _add_data_args(p, default=None)
+    _add_eval_args(p)
+
+    p = sub.add_parser("compare", help="train VAE and LIDVAE side by side and write a report")
+    p.add_argument("--models", default="vae,lidvae",
+                   help="comma-separated, e.g. vae,lidvae,lidvae-alpha0,betavae0.5")
+    p.add_argument("--out", default="runs/compare", help="output directory")
+    p.add_argument("--no-figures", action="store_true")
+    _add_data_args(p)
+    _add_model_train_args(p)
+    _add_eval_args(p)
+
+    p = sub.add_parser("bench", help="run benchmarks/run.py (arguments are passed through)", add_help=False)
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+
+    try:
+        from .classical_cli import add_demo_parser
+    except ImportError:
+        pass
+    else:
+        add_demo_parser(sub)
+    return parser
+
+
+def _setup_threads(threads: int | None, world_size: int = 1) -> None:
+    from .training import default_num_threads
+
+    torch.set_num_threads(threads or default_num_threads(world_size))
+
+
+def _options(args: argparse.Namespace):
+    from .experiment import DataOptions, EvalOptions
+    from .training import ModelOptions, TrainConfig
+
+    data = DataOptions(args.data, args.data_dir, args.train_size, args.test_size, args.seed)
+    model = ModelOptions(args.latent_dim, tuple(args.encoder_hidden), tuple(args.decoder_hidden), args.icnn_hidden,
+                         args.icnn_layers, args.strong_convexity, args.beta, args.backend, args.likelihood,
+                         args.binarize and args.likelihood == "bernoulli", args.gaussian_std, args.learn_std)
+    train = TrainConfig(args.epochs, args.batch_size, args.lr, args.seed, args.au_threshold,
+                        args.checkpoint_every, progress=not args.no_progress)
+    ev = EvalOptions(args.iwae_samples, args.au_threshold, args.eval_batch_size, seed=args.seed)
+    return data, model, train, ev
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from . import experiment
+    from .training import ModelSpec, current_dist
+
+    spec = ModelSpec.parse(args.model)
+    name = spec.name
+    if args.kl_weight is not None:
+        spec.kl_weight = args.kl_weight
+    data, model, train, ev = _options(args)
+    result = experiment.run_train(name if args.kl_weight is None else f"{name}-kl{args.kl_weight:g}",
+                                  data, model, train, ev, args.out, args.resume, not args.no_eval)
+    if current_dist().is_main and result.metrics:
+        m = result.metrics
+        print(f"{name}: active units {m['active_units']}/{m['latent_dim']}, KL {m['kl']:.3f}, "
+              f"MI {m['mutual_info']:.3f}, -ELBO {m['neg_elbo']:.3f}, IWAE NLL {m['iwae_nll']:.3f} "
+              f"(k={m['iwae_samples']}), train {m['seconds']:.1f}s -> {result.out_dir}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from . import experiment
+    from .training import load_checkpoint
+
+    data = None
+    if args.data is not None:
+        data = experiment.DataOptions(args.data, args.data_dir, args.train_size, args.test_size, args.seed)
+    elif any(v is not None for v in (args.data_dir, args.train_size, args.test_size)):
+        saved = load_checkpoint(args.checkpoint).get("data", {})
+        data = experiment.DataOptions(**{**saved, **{k: v for k, v in (("data_dir", args.data_dir), (
+            "train_size", args.train_size), ("test_size", args.test_size)) if v is not None}})
+    ev = experiment.EvalOptions(args.iwae_samples, args.au_threshold, args.eval_batch_size, seed=args.seed)
+    print(experiment.dumps(experiment.run_evaluate(args.checkpoint, data, ev, args.backend)))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from . import experiment
+    from .training import parse_model_list
+
+    specs = parse_model_list(args.models)
+    data, model, train, ev = _options(args)
+    experiment.run_compare(specs, data, model, train, ev, args.out, args.resume, not args.no_figures)
+    return 0
+
+
+def find_bench_script() -> Path | None:
+    """``benchmarks/run.py`` of the source tree (or of the current directory)."""
+    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
+        candidate = root / "benchmarks" / "run.py"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    script = find_bench_script()
+    if script is None:
+        print("lidvae-ext bench: benchmarks/run.py not found (it ships with the source tree, not the wheel; "
+              "run from a checkout of lidvae_ext)", file=sys.stderr)
+        return 2
+    argv = list(args.bench_args)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    old = sys.argv
+    sys.argv = [str(script), *argv]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        sys.argv = old
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``lidvae-ext`` console script; returns the exit status."""
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["bench"]:  # pass everything through, including --help
+        ns = argparse.Namespace(command="bench", bench_args=raw[1:])
+        return _cmd_bench(ns)
+    args = build_parser().parse_args(raw)
+    if args.command == "bench":
+        return _cmd_bench(args)
+    if args.command not in ("train", "evaluate", "compare"):
+        func = getattr(args, "func", None)  # subcommands added by other modules (demo)
+        if func is None:
+            print(f"lidvae-ext: command {args.command!r} is not available", file=sys.stderr)
+            return 2
+        result = func(args)
+        return int(result or 0)
+    from .training import current_dist, init_distributed
+
+    info = init_distributed() if args.command in ("train", "compare") else current_dist()
+    _setup_threads(args.threads, info.world_size)
+    try:
+        return {"train": _cmd_train, "evaluate": _cmd_evaluate, "compare": _cmd_compare}[args.command](args)
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        print(f"\ninterrupted; the last complete checkpoint is intact{f' under {out}' if out else ''} "
+              "(continue with --resume)", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"lidvae-ext {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        import torch.distributed as dist
+
+        if info.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

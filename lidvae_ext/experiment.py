@@ -1,0 +1,188 @@
+"""End-to-end runs behind the CLI: train one model, evaluate a checkpoint, compare models.
+
+These functions take plain Python values (no argparse) so they can be used
+from notebooks and tests; :mod:`lidvae_ext.cli` only parses arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+
+from . import metrics, report
+from .data import Dataset, load_dataset
+from .training import (
+    DistInfo,
+    ModelOptions,
+    ModelSpec,
+    TrainConfig,
+    barrier,
+    build_from_spec,
+    current_dist,
+    load_checkpoint,
+    model_from_checkpoint,
+    train,
+)
+
+
+@dataclass
+class DataOptions:
+    """Which data to load (recorded in checkpoints so ``evaluate`` can reload it)."""
+
+    name: str = "digits"
+    data_dir: str | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+    seed: int = 0
+
+    def load(self, likelihood: str = "bernoulli") -> Dataset:
+        return load_dataset(self.name, self.data_dir, self.train_size, self.test_size, self.seed,
+                            require_unit_interval=(likelihood == "bernoulli"))
+
+
+@dataclass
+class EvalOptions:
+    """Metric settings."""
+
+    iwae_samples: int = 100
+    au_threshold: float = 0.01
+    batch_size: int = 256
+    mi_samples: int = 1
+    seed: int = 0
+
+
+@dataclass
+class RunResult:
+    """Metrics (with ``seconds`` = training wall time) and where things were written."""
+
+    metrics: dict[str, Any]
+    out_dir: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _log(msg: str, stream: TextIO | None = None) -> None:
+    if current_dist().is_main:
+        print(msg, file=stream or sys.stderr, flush=True)
+
+
+def _train_one(spec: ModelSpec, ds: Dataset, data: DataOptions, model_opts: ModelOptions, train_cfg: TrainConfig,
+               eval_opts: EvalOptions, out_dir: Path, resume: bool, evaluate: bool = True):
+    torch.manual_seed(train_cfg.seed)  # identical encoder initialization for every model of a comparison
+    model = build_from_spec(spec, ds.dim, model_opts)
+    cfg = TrainConfig(**{**asdict(train_cfg), "desc": spec.name})
+    extra = {"data": asdict(data), "spec": spec.name, "model_options": asdict(model_opts)}
+    result = train(model, ds.train, cfg, out_dir, val_x=ds.test, resume=resume, extra_state=extra)
+    if result.resumed_from is not None:
+        _log(f"[{spec.name}] resumed from epoch {result.resumed_from} ({out_dir})")
+    out: dict[str, Any] = {}
+    if evaluate and current_dist().is_main:
+        out = metrics.evaluate(model, ds.test, au_threshold=eval_opts.au_threshold,
+                               iwae_samples=eval_opts.iwae_samples, mi_samples=eval_opts.mi_samples,
+                               batch_size=eval_opts.batch_size, seed=eval_opts.seed)
+        out.update(seconds=result.seconds, epochs=result.epochs, model=spec.name, data=ds.name,
+                   train_size=int(ds.train.shape[0]), kl_weight=model.kl_weight,
+                   strong_convexity=model.config.get("strong_convexity"))
+    return model, out, result
+
+
+def run_train(spec: str, data: DataOptions, model_opts: ModelOptions, train_cfg: TrainConfig,
+              eval_opts: EvalOptions, out_dir: str | Path, resume: bool = False, evaluate: bool = True) -> RunResult:
+    """Train one model into ``out_dir`` (``checkpoint.pt``, ``history.json``, ``metrics.json``)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = data.load(model_opts.likelihood)
+    parsed = ModelSpec.parse(spec)
+    _log(f"[{parsed.name}] {ds.name}: {ds.train.shape[0]} train / {ds.test.shape[0]} test, D={ds.dim}, "
+         f"K={model_opts.latent_dim}, {train_cfg.epochs} epochs, world size {current_dist().world_size}")
+    _, m, result = _train_one(parsed, ds, data, model_opts, train_cfg, eval_opts, out, resume, evaluate)
+    if current_dist().is_main:
+        report.write_json(out / "history.json", result.history)
+        if m:
+            report.write_json(out / "metrics.json", m)
+    barrier()
+    return RunResult(m, out, result.history)
+
+
+def run_evaluate(checkpoint: str | Path, data: DataOptions | None = None, eval_opts: EvalOptions | None = None,
+                 backend: str | None = None) -> dict[str, Any]:
+    """Metrics of a saved model on the held-out split of its (or the given) data."""
+    state = load_checkpoint(checkpoint)
+    eval_opts = eval_opts or EvalOptions()
+    cfg_backend = state["model_config"].get("backend")
+    if backend is None and cfg_backend == "fused":
+        from .ops import fused_available
+
+        backend = None if fused_available("cpu") else "auto"
+    model = model_from_checkpoint(state, backend=backend)
+    data = data or DataOptions(**state.get("data", {}))
+    lik = state["model_config"]["likelihood"]["kind"]
+    ds = data.load(lik)
+    if ds.dim != state["model_config"]["data_dim"]:
+        raise ValueError(f"data dimension {ds.dim} does not match the checkpoint's {state['model_config']['data_dim']}")
+    out = metrics.evaluate(model, ds.test, au_threshold=eval_opts.au_threshold, iwae_samples=eval_opts.iwae_samples,
+                           mi_samples=eval_opts.mi_samples, batch_size=eval_opts.batch_size, seed=eval_opts.seed)
+    out.update(checkpoint=str(checkpoint), model=state.get("spec", state["model_config"]["model"]),
+               epochs=int(state["epoch"]), seconds=float(state["seconds"]), data=ds.name)
+    return out
+
+
+def run_compare(specs: list[ModelSpec], data: DataOptions, model_opts: ModelOptions, train_cfg: TrainConfig,
+                eval_opts: EvalOptions, out_dir: str | Path, resume: bool = False, figures: bool = True,
+                stream: TextIO | None = None) -> dict[str, dict[str, Any]]:
+    """Train every model with the same seed, data and budget, then write the report.
+
+    Writes ``out_dir/<model>/checkpoint.pt``, ``report.json``, ``report.md`` and
+    the figures (``kl_per_dim.png``, ``reconstructions.png``, ``samples.png``,
+    ``training_curves.png``); prints the markdown table to ``stream`` (stdout).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = data.load(model_opts.likelihood)
+    info: DistInfo = current_dist()
+    _log(f"compare {', '.join(s.name for s in specs)} on {ds.name}: {ds.train.shape[0]} train / "
+         f"{ds.test.shape[0]} test, D={ds.dim}, K={model_opts.latent_dim}, {train_cfg.epochs} epochs, "
+         f"{torch.get_num_threads()} threads x {info.world_size} process(es)")
+    t0 = time.perf_counter()
+    results: dict[str, dict[str, Any]] = {}
+    models, histories = {}, {}
+    for spec in specs:
+        model, m, result = _train_one(spec, ds, data, model_opts, train_cfg, eval_opts, out / spec.name, resume)
+        models[spec.name], histories[spec.name] = model, result.history
+        if info.is_main:
+            results[spec.name] = m
+            report.write_json(out / spec.name / "metrics.json", m)
+            _log(f"[{spec.name}] AU {m['active_units']}/{m['latent_dim']}, KL {m['kl']:.2f}, MI {m['mutual_info']:.2f}, "
+                 f"IWAE NLL {m['iwae_nll']:.2f} (train {m['seconds']:.1f}s, eval {m['eval_seconds']:.1f}s)")
+    if info.is_main:
+        meta = {"data": ds.name, "train_size": int(ds.train.shape[0]), "test_size": int(ds.test.shape[0]),
+                "models": [s.name for s in specs], "model_options": asdict(model_opts), "train": asdict(train_cfg),
+                "eval": asdict(eval_opts), "au_threshold": eval_opts.au_threshold,
+                "threads": torch.get_num_threads(), "world_size": info.world_size,
+                "total_seconds": None}
+        if figures:
+            report.write_figures(models, eval_test_images(ds, models), results, ds.image_shape, out,
+                                 seed=eval_opts.seed, histories=histories)
+        meta["total_seconds"] = round(time.perf_counter() - t0, 1)
+        report.write_json(out / "report.json", results)
+        report.write_markdown(out / "report.md", results, meta)
+        print(report.markdown_table(results), file=stream or sys.stdout, flush=True)
+        _log(f"wrote {out / 'report.json'}, {out / 'report.md'} and figures in {meta['total_seconds']}s total")
+    barrier()
+    return results
+
+
+def eval_test_images(ds: Dataset, models: dict[str, Any]) -> torch.Tensor:
+    """Held-out inputs shown in the reconstruction figure (binarized like the metrics' targets)."""
+    first = next(iter(models.values()))
+    return first.likelihood.fixed_targets(ds.test, 0)
+
+
+def dumps(obj: Any) -> str:
+    """JSON for stdout."""
+    return json.dumps(obj, indent=2)

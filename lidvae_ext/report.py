@@ -1,0 +1,174 @@
+"""Comparison reports: ``report.json``, a markdown table and matplotlib (Agg) figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+REQUIRED_KEYS = ("active_units", "latent_dim", "kl", "kl_per_dim", "mutual_info", "neg_elbo", "iwae_nll", "seconds")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write JSON atomically (temp file + ``os.replace``)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def markdown_table(report: dict[str, dict[str, Any]]) -> str:
+    """One row per model: AU, KL, MI, −ELBO, IWAE NLL, training seconds."""
+    lines = ["| model | active units | KL (nats) | MI (nats) | −ELBO (nats) | IWAE NLL (nats) | train time (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, m in report.items():
+        lines.append(
+            f"| {name} | {m['active_units']}/{m['latent_dim']} | {m['kl']:.2f} | {m['mutual_info']:.2f} "
+            f"| {m['neg_elbo']:.2f} | {m['iwae_nll']:.2f} | {m['seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def write_markdown(path: str | os.PathLike, report: dict[str, dict[str, Any]], meta: dict[str, Any]) -> Path:
+    """``report.md``: the table plus the run's settings."""
+    k = next(iter(report.values())).get("iwae_samples", "?") if report else "?"
+    n = next(iter(report.values())).get("num_examples", "?") if report else "?"
+    text = [f"# Posterior collapse: {', '.join(report)} on {meta.get('data', '?')}", "",
+            markdown_table(report), "",
+            f"Metrics on {n} held-out examples; active units: Var_x(E_q[z_d|x]) ≥ {meta.get('au_threshold', 0.01)}; "
+            f"IWAE with k = {k}; MI against the aggregate posterior of the whole held-out set.", "",
+            "Settings:", "", "```", json.dumps(meta, indent=2, default=str), "```", ""]
+    path = Path(path)
+    path.write_text("\n".join(text))
+    return path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_kl_per_dim(report: dict[str, dict[str, Any]], path: str | os.PathLike, threshold: float | None = None) -> Path:
+    """Grouped bars of KL(q(z_d|x) ‖ p(z_d)) per latent dimension, one colour per model.
+
+    Dimensions are sorted by each model's own KL (descending) so collapsed
+    dimensions line up on the right.
+    """
+    plt = _plt()
+    names = list(report)
+    fig, axes = plt.subplots(len(names), 1, figsize=(10, 2.2 * len(names) + 0.6), squeeze=False, sharey=True)
+    for ax, name in zip(axes[:, 0], names):
+        kl = sorted(report[name]["kl_per_dim"], reverse=True)
+        au = report[name]["active_units"]
+        colors = ["tab:blue" if i < au else "tab:gray" for i in range(len(kl))]
+        ax.bar(range(1, len(kl) + 1), kl, color=colors)
+        ax.set_title(f"{name}: {au}/{report[name]['latent_dim']} active units, KL {report[name]['kl']:.1f} nats",
+                     fontsize=10)
+        ax.set_ylabel("KL (nats)")
+        ax.set_xlim(0.3, len(kl) + 0.7)
+    axes[-1, 0].set_xlabel("latent dimension (sorted by KL; grey = inactive)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def _as_images(x: Tensor, shape: tuple[int, int] | None) -> Tensor:
+    x = x.detach().cpu().float()
+    if shape is not None:
+        return x.reshape(x.shape[0], *shape)
+    return x.reshape(x.shape[0], 1, -1)  # a 1-pixel-high strip per example
+
+
+def plot_reconstructions(originals: Tensor, recons: dict[str, Tensor], shape: tuple[int, int] | None,
+                         path: str | os.PathLike) -> Path:
+    """First row: held-out inputs; one row of reconstructions E[x | z = E_q[z|x]] per model."""
+    plt = _plt()
+    rows = [("data", originals)] + list(recons.items())
+    n = originals.shape[0]
+    fig, axes = plt.subplots(len(rows), n, figsize=(0.8 * n + 1.2, 0.9 * len(rows) + 0.3), squeeze=False)
+    for r, (label, imgs) in enumerate(rows):
+        imgs = _as_images(imgs, shape)
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(imgs[c], cmap="gray", vmin=0.0, vmax=1.0, aspect="auto" if shape is None else "equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_samples(samples: dict[str, Tensor], shape: tuple[int, int] | None, path: str | os.PathLike) -> Path:
+    """A grid of E[x|z], z ~ N(0, I), per model (side by side)."""
+    plt = _plt()
+    names = list(samples)
+    n = next(iter(samples.values())).shape[0]
+    side = int(math.ceil(math.sqrt(n)))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        imgs = _as_images(samples[name], shape)
+        h, w = imgs.shape[1:]
+        grid = torch.ones(side * (h + 1) - 1, side * (w + 1) - 1)
+        for i in range(n):
+            r, c = divmod(i, side)
+            grid[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = imgs[i]
+        ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, aspect="equal" if shape is not None else "auto")
+        ax.set_title(name, fontsize=10)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_training_curves(histories: dict[str, list[dict[str, float]]], path: str | os.PathLike) -> Path:
+    """Training −ELBO, KL and held-out active units per epoch."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for name, hist in histories.items():
+        ep = [h["epoch"] for h in hist]
+        axes[0].plot(ep, [h["loss"] for h in hist], label=name)
+        axes[1].plot(ep, [h["kl"] for h in hist], label=name)
+        if hist and "au" in hist[0]:
+            axes[2].plot(ep, [h.get("au", float("nan")) for h in hist], label=name)
+    for ax, title in zip(axes, ("training −ELBO (nats)", "training KL (nats)", "active units (held out)")):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+@torch.no_grad()
+def write_figures(models: dict[str, Any], test_x: Tensor, report: dict[str, dict[str, Any]],
+                  shape: tuple[int, int] | None, out_dir: str | os.PathLike, seed: int = 0,
+                  histories: dict[str, list[dict[str, float]]] | None = None,
+                  n_recon: int = 10, n_samples: int = 36) -> list[Path]:
+    """All comparison figures into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    paths = [plot_kl_per_dim(report, out / "kl_per_dim.png")]
+    x = test_x[:n_recon]
+    recons, samples = {}, {}
+    for name, model in models.items():
+        model.eval()
+        recons[name] = model.reconstruct(x.to(next(model.parameters()).device))
+        samples[name] = model.sample(n_samples, generator=torch.Generator().manual_seed(seed))
+    paths.append(plot_reconstructions(x, recons, shape, out / "reconstructions.png"))
+    paths.append(plot_samples(samples, shape, out / "samples.png"))
+    if histories:
+        paths.append(plot_training_curves(histories, out / "training_curves.png"))
+    return paths
