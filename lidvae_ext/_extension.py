@@ -28,12 +28,19 @@ def _strip_local(version: str) -> str:
     return version.split("+")[0]
 
 
+def _require_compiled() -> bool:
+    """``LIDVAE_EXT_REQUIRE_C=1`` turns a missing compiled module into an ImportError (CI uses it)."""
+    return os.environ.get("LIDVAE_EXT_REQUIRE_C", "0") == "1"
+
+
 def _load() -> None:
     global _module, _load_error
     try:
         config = importlib.import_module("lidvae_ext._build_config")
     except ImportError:
         _load_error = "lidvae_ext was not built (no _build_config); using the reference backend only"
+        if _require_compiled():
+            raise ImportError(f"LIDVAE_EXT_REQUIRE_C=1 but {_load_error}. {_REBUILD_HINT}") from None
         return
     built, running = config.TORCH_VERSION, torch.__version__
     if _strip_local(built) != _strip_local(running) or (
@@ -47,7 +54,7 @@ def _load() -> None:
     try:
         _module = importlib.import_module("lidvae_ext._C")
     except ImportError as exc:
-        if os.environ.get("LIDVAE_EXT_REQUIRE_C", "0") == "1":
+        if _require_compiled():
             raise
         _load_error = f"could not import lidvae_ext._C ({exc}). {_REBUILD_HINT}"
 

@@ -67,7 +67,20 @@ def icnn_map(y: Tensor, *args, **kwargs) -> Tensor:
 # --------------------------------------------------------------------------
 
 
+def _check_same_device_dtype(op: str, y: Tensor, **others: Tensor) -> None:
+    for name, t in others.items():
+        torch._check(
+            t.device == y.device,
+            lambda: f"{op}: {name} is on {t.device} but y is on {y.device} (all tensors must be on one device)",
+        )
+        torch._check(
+            t.dtype == y.dtype,
+            lambda: f"{op}: {name} has dtype {t.dtype} but y has dtype {y.dtype} (all tensors must share one dtype)",
+        )
+
+
 def _fake_forward(y, A, b, W, w_out, strong_convexity, activation, negative_slope):
+    _check_same_device_dtype("icnn_forward", y, A=A, b=b, W=W, w_out=w_out)
     torch._check(y.dim() == 2, lambda: f"icnn_forward: y must be 2-D (B, d), got {tuple(y.shape)}")
     batch, hidden, num_layers = y.shape[0], w_out.shape[0], W.shape[0] + 1
     torch._check(
@@ -86,6 +99,8 @@ def _fake_backward(
     grad_psi, grad_map, y, A, W, w_out, grad, pre, upstream,
     strong_convexity, activation, negative_slope, need_input_grad,
 ):
+    _check_same_device_dtype("icnn_backward", y, grad_map=grad_map, A=A, W=W, w_out=w_out, grad=grad,
+                             pre=pre, upstream=upstream)
     grad_y = y.new_empty(y.shape) if need_input_grad else y.new_empty(0)
     return (
         grad_y,
@@ -102,11 +117,15 @@ def _setup_forward(ctx, inputs, output):
     ctx.save_for_backward(y, A, W, w_out, grad, pre, upstream)
     ctx.hyper = (strong_convexity, activation, negative_slope)
     ctx.mark_non_differentiable(pre, upstream)
+    # Unused outputs (often ψ) then arrive as None instead of materialized zeros.
+    ctx.set_materialize_grads(False)
 
 
 def _backward_forward(ctx, grad_psi, grad_map, _grad_pre, _grad_upstream):
     y, A, W, w_out, grad, pre, upstream = ctx.saved_tensors
     strong_convexity, activation, negative_slope = ctx.hyper
+    if grad_map is None and grad_psi is None:
+        return (None,) * 8
     if grad_map is None:
         grad_map = torch.zeros_like(grad)
     need_input_grad = bool(ctx.needs_input_grad[0])

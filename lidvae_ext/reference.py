@@ -79,14 +79,17 @@ def icnn_potential_and_map(
 ) -> tuple[Tensor, Tensor]:
     """ψ(y) (B,) and the Brenier map ∇ψ(y) (B, d), differentiable to second order.
 
-    The map is computed with ``torch.autograd.grad(create_graph=True)``, so it
-    can be backpropagated through (the double backward the fused op replaces).
+    Under grad mode the map is computed with
+    ``torch.autograd.grad(create_graph=True)``, so it can be backpropagated
+    through (the double backward the fused op replaces); under ``no_grad`` it
+    is a plain first-order gradient.
     """
+    differentiable = torch.is_grad_enabled()
     with torch.enable_grad():
         y_in = y if y.requires_grad else y.detach().requires_grad_(True)
         psi = icnn_potential(y_in, A, b, W, w_out, strong_convexity, activation, negative_slope)
-        (grad,) = torch.autograd.grad(psi.sum(), y_in, create_graph=True)
-    if not torch.is_grad_enabled():
+        (grad,) = torch.autograd.grad(psi.sum(), y_in, create_graph=differentiable)
+    if not differentiable:
         psi, grad = psi.detach(), grad.detach()
     return psi, grad
 

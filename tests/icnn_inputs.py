@@ -1,0 +1,70 @@
+"""Shared helpers for the operator tests: random ICNN inputs and comparisons."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from lidvae_ext import reference
+
+
+def fresh_seed() -> int:
+    """A new seed every run (reported in failure messages to reproduce)."""
+    return random.SystemRandom().randrange(2**31)
+
+
+def sample_inputs(batch: int, dim: int, hidden: int, layers: int, dtype=torch.float64,
+                  device="cpu", seed: int = 0, requires_grad: bool = False) -> list[torch.Tensor]:
+    """Random ``[y, A, b, W, w_out]`` with pre-activations on both sides of zero."""
+    gen = torch.Generator().manual_seed(seed)
+    stacked = layers * hidden + 1
+
+    def rnd(*shape, scale=1.0):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64) * scale
+
+    y = rnd(batch, dim)
+    A = rnd(stacked, dim, scale=dim**-0.5)
+    b = rnd(stacked, scale=0.5)
+    W = torch.rand(layers - 1, hidden, hidden, generator=gen, dtype=torch.float64) * (2.0 / hidden)
+    w_out = torch.rand(hidden, generator=gen, dtype=torch.float64) * (2.0 / hidden) + 0.01
+    out = [t.to(device=device, dtype=dtype) for t in (y, A, b, W, w_out)]
+    return [t.requires_grad_(requires_grad) for t in out]
+
+
+def sample_cotangents(batch: int, dim: int, dtype=torch.float64, device="cpu", seed: int = 0):
+    """Random (u, v) = (dLoss/dψ, dLoss/d∇ψ)."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    u = torch.randn(batch, generator=gen, dtype=torch.float64)
+    v = torch.randn(batch, dim, generator=gen, dtype=torch.float64)
+    return u.to(device=device, dtype=dtype), v.to(device=device, dtype=dtype)
+
+
+def outputs_and_grads(impl, inputs, u, v, hyper):
+    """ψ, ∇ψ, and d(u·ψ + v·∇ψ)/d(y, A, b, W, w_out) (zeros where unused)."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+    psi, grad = impl.icnn_potential_and_map(*leaves, *hyper)
+    loss = (psi * u).sum() + (grad * v).sum()
+    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    grads = [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)]
+    return [psi.detach(), grad.detach(), *grads]
+
+
+NAMES = ["psi", "grad", "d_y", "d_A", "d_b", "d_W", "d_w_out"]
+
+
+def max_rel_errors(got, want) -> dict[str, float]:
+    """max|got − want| / max|want| per output (0 for empty tensors)."""
+    errs = {}
+    for name, g, w in zip(NAMES, got, want):
+        if w.numel() == 0:
+            errs[name] = 0.0
+            continue
+        scale = w.abs().max().item()
+        diff = (g.to(w.dtype) - w).abs().max().item()
+        errs[name] = diff / scale if scale > 0 else diff
+    return errs
+
+
+__all__ = ["fresh_seed", "sample_inputs", "sample_cotangents", "outputs_and_grads", "max_rel_errors",
+           "reference", "NAMES"]

@@ -1,0 +1,190 @@
+"""Fused CPU operators vs the autograd reference, gradcheck, opcheck, errors."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+import torch
+
+from lidvae_ext import ops, reference
+from icnn_inputs import (fresh_seed, max_rel_errors, outputs_and_grads, sample_cotangents,
+                         sample_inputs)
+
+pytestmark = pytest.mark.skipif(not ops.fused_available("cpu"), reason="lidvae_ext._C not built")
+
+ACTIVATIONS = ["leaky_relu", "softplus"]
+FULL_GRID = list(itertools.product([0, 1, 7, 300], [1, 2, 17, 784], [1, 8, 64, 512], [1, 2, 3],
+                                   ACTIVATIONS, [0.0, 0.3]))
+
+
+def _sampled_grid(count: int) -> list[tuple]:
+    """Every edge value at least once, plus a seeded random sample of the full grid."""
+    edges = [(0, 17, 8, 2, "leaky_relu", 0.3), (1, 1, 1, 1, "softplus", 0.0),
+             (7, 1, 64, 3, "leaky_relu", 0.0), (300, 784, 512, 2, "leaky_relu", 0.3),
+             (7, 784, 512, 3, "softplus", 0.3), (300, 2, 1, 3, "softplus", 0.3),
+             (1, 784, 8, 1, "leaky_relu", 0.0), (300, 17, 64, 1, "softplus", 0.0)]
+    rng = random.Random(2021)
+    return edges + rng.sample(FULL_GRID, count - len(edges))
+
+
+GRID = _sampled_grid(28)
+
+
+@pytest.mark.parametrize("batch,dim,hidden,layers,activation,alpha", GRID)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_matches_reference(batch, dim, hidden, layers, activation, alpha, dtype):
+    seed = fresh_seed()
+    hyper = (alpha, activation, 0.2)
+    inputs64 = sample_inputs(batch, dim, hidden, layers, seed=seed)
+    u, v = sample_cotangents(batch, dim, seed=seed)
+    want = outputs_and_grads(reference, inputs64, u, v, hyper)
+    inputs = [t.to(dtype) for t in inputs64]
+    got = outputs_and_grads(ops, inputs, u.to(dtype), v.to(dtype), hyper)
+    for g, w in zip(got, want):
+        assert g.dtype == dtype and g.shape == w.shape
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    errs = max_rel_errors(got, want)
+    assert all(e <= tol for e in errs.values()), f"seed={seed} errors={errs}"
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_map_only_and_potential_only_losses(activation):
+    """Losses using only ∇ψ (the usual case) or only ψ take the same closed form."""
+    seed = fresh_seed()
+    inputs = sample_inputs(5, 3, 6, 2, seed=seed)
+    hyper = (0.1, activation, 0.2)
+    for pick in (0, 1):
+        results = []
+        for impl in (ops, reference):
+            leaves = [t.clone().requires_grad_(True) for t in inputs]
+            out = impl.icnn_potential_and_map(*leaves, *hyper)[pick]
+            grads = torch.autograd.grad(out.sin().sum(), leaves, allow_unused=True)
+            results.append([torch.zeros_like(l) if g is None else g for l, g in zip(leaves, grads)])
+        for g, w in zip(*results):
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12, msg=f"seed={seed} pick={pick}")
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_gradcheck(activation, layers):
+    inputs = sample_inputs(4, 3, 5, layers, seed=fresh_seed(), requires_grad=True)
+
+    def fn(*args):
+        return ops.icnn_potential_and_map(*args, 0.3, activation, 0.2)
+
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_second_backward_raises_clear_error():
+    inputs = sample_inputs(3, 2, 4, 2, requires_grad=True)
+    _, grad = ops.icnn_potential_and_map(*inputs)
+    (gy,) = torch.autograd.grad(grad.square().sum(), inputs[0], create_graph=True)
+    with pytest.raises(RuntimeError, match="cannot be differentiated again.*reference"):
+        gy.sum().backward()
+
+
+def _forward_args(activation="leaky_relu", batch=5, requires_grad=True):
+    return (*sample_inputs(batch, 3, 4, 2, requires_grad=requires_grad), 0.2, activation, 0.2)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("batch", [0, 6])
+def test_opcheck_forward(activation, batch):
+    torch.library.opcheck(torch.ops.lidvae_ext.icnn_forward.default,
+                          _forward_args(activation, batch))
+
+
+@pytest.mark.parametrize("with_grad_psi", [True, False])
+@pytest.mark.parametrize("need_input_grad", [True, False])
+def test_opcheck_backward(with_grad_psi, need_input_grad):
+    y, A, b, W, w_out, alpha, act, slope = _forward_args(requires_grad=False)
+    _, grad, pre, upstream = torch.ops.lidvae_ext.icnn_forward(y, A, b, W, w_out, alpha, act, slope)
+    u, v = sample_cotangents(y.shape[0], y.shape[1])
+    args = (u if with_grad_psi else None, v, y, A, W, w_out, grad, pre, upstream, alpha, act, slope,
+            need_input_grad)
+    torch.library.opcheck(torch.ops.lidvae_ext.icnn_backward.default, args)
+
+
+def test_noncontiguous_inputs():
+    y, A, b, W, w_out = sample_inputs(6, 5, 4, 3, seed=fresh_seed())
+    y_nc = y.t().contiguous().t()  # same values, column-major
+    A_nc = torch.stack([A, -A], dim=2)[..., 0]  # same values, strided
+    assert not y_nc.is_contiguous() and not A_nc.is_contiguous()
+    torch.testing.assert_close(A_nc, A)
+    got = ops.icnn_potential_and_map(y_nc, A_nc, b, W, w_out, 0.1)
+    want = reference.icnn_potential_and_map(y, A, b, W, w_out, 0.1)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_outputs_fully_written():
+    """Outputs come from fresh allocations: poison the allocator's memory by reusing NaN buffers."""
+    y, A, b, W, w_out = sample_inputs(9, 4, 6, 3, seed=fresh_seed())
+    for _ in range(3):
+        junk = torch.full((1 << 16,), float("nan"), dtype=torch.float64)
+        del junk
+        psi, grad, pre, upstream = torch.ops.lidvae_ext.icnn_forward(y, A, b, W, w_out, 0.0, "softplus", 0.2)
+        u, v = sample_cotangents(9, 4)
+        outs = torch.ops.lidvae_ext.icnn_backward(u, v, y, A, W, w_out, grad, pre, upstream, 0.0,
+                                                  "softplus", 0.2, True)
+        for t in (psi, grad, pre, upstream, *outs):
+            assert torch.isfinite(t).all()
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _call(**overrides):
+    args = dict(zip(["y", "A", "b", "W", "w_out"], sample_inputs(5, 3, 4, 2)))
+    args.update(strong_convexity=0.0, activation="leaky_relu", negative_slope=0.2)
+    args.update(overrides)
+    return torch.ops.lidvae_ext.icnn_forward(args["y"], args["A"], args["b"], args["W"], args["w_out"],
+                                             args["strong_convexity"], args["activation"],
+                                             args["negative_slope"])
+
+
+@pytest.mark.parametrize(
+    "overrides,pattern",
+    [
+        (dict(y=torch.randn(5, 3, 1, dtype=torch.float64)), r"y must be 2-D"),
+        (dict(A=torch.randn(9, 4, dtype=torch.float64)), r"A must have shape \(L\*H\+1, d\) = \(9, 3\)"),
+        (dict(A=torch.randn(8, 3, dtype=torch.float64)), r"A must have shape"),
+        (dict(b=torch.randn(7, dtype=torch.float64)), r"b must have shape \[9\]"),
+        (dict(W=torch.rand(1, 4, 5, dtype=torch.float64)), r"W must have shape \[1, 4, 4\]"),
+        (dict(W=torch.rand(4, 4, dtype=torch.float64)), r"W must be 3-D"),
+        (dict(w_out=torch.rand(4, 1, dtype=torch.float64)), r"w_out must be 1-D"),
+        (dict(W=-torch.rand(1, 4, 4, dtype=torch.float64)), r"W must be non-negative"),
+        (dict(W=torch.full((1, 4, 4), float("nan"), dtype=torch.float64)), r"W must be non-negative and finite"),
+        (dict(w_out=-torch.rand(4, dtype=torch.float64)), r"w_out must be non-negative"),
+        (dict(A=torch.randn(9, 3, dtype=torch.float32)), r"A has dtype Float but y has dtype Double"),
+        (dict(y=torch.randn(5, 3, dtype=torch.float16)), r"y must be float32 or float64"),
+        (dict(activation="relu"), r"activation must be 'leaky_relu' or 'softplus'"),
+        (dict(strong_convexity=-1.0), r"strong_convexity must be finite and >= 0"),
+        (dict(strong_convexity=float("inf")), r"strong_convexity must be finite"),
+        (dict(negative_slope=1.5), r"negative_slope must be in \[0, 1\]"),
+    ],
+)
+def test_bad_input_errors_name_the_argument(overrides, pattern):
+    with pytest.raises(RuntimeError, match=pattern):
+        _call(**overrides)
+
+
+def test_device_mix_error():
+    meta_A = torch.randn(9, 3, dtype=torch.float64, device="meta")
+    with pytest.raises(RuntimeError, match="A is on meta but y is on cpu"):
+        _call(A=meta_A)
+
+
+def test_backward_shape_errors():
+    y, A, b, W, w_out = sample_inputs(5, 3, 4, 2)
+    _, grad, pre, upstream = torch.ops.lidvae_ext.icnn_forward(y, A, b, W, w_out, 0.0, "leaky_relu", 0.2)
+    v = torch.randn(5, 3, dtype=torch.float64)
+    bk = torch.ops.lidvae_ext.icnn_backward
+    with pytest.raises(RuntimeError, match=r"grad_map must have shape \[5, 3\]"):
+        bk(None, v[:4], y, A, W, w_out, grad, pre, upstream, 0.0, "leaky_relu", 0.2, True)
+    with pytest.raises(RuntimeError, match=r"pre must have shape \[5, 9\]"):
+        bk(None, v, y, A, W, w_out, grad, pre[:, :8], upstream, 0.0, "leaky_relu", 0.2, True)
+    with pytest.raises(RuntimeError, match=r"grad_psi must have shape \[5\]"):
+        bk(v[:, 0][:3], v, y, A, W, w_out, grad, pre, upstream, 0.0, "leaky_relu", 0.2, True)
