@@ -1,0 +1,583 @@
+// CUDA implementation of the ICNN operators (DESIGN.md §3): host code.
+//
+// Same semantics, validation and outputs as csrc/cpu/icnn_cpu.cpp. Two paths
+// (kernels in icnn_cuda_kernels.cuh; design notes in docs/cuda.md):
+//   * fused: H in {16, 32, 64, 128} and the weights fit in shared memory —
+//     one launch for the forward, one (+ a small deterministic reduction) for
+//     the backward;
+//   * generic: any H — the CPU algorithm step for step, with cuBLAS GEMMs
+//     through ATen (which honour torch's allow_tf32 settings) and fused
+//     elementwise kernels in between.
+// The environment variable LIDVAE_CUDA_FUSED selects the path: unset / "auto"
+// (fused when supported, else generic), "0" (always generic), "1" (always
+// fused; an error when the shape is not supported).
+//
+// Only c10/cuda headers are used (not ATen/cuda/CUDAContext.h, which pulls in
+// the cuBLAS/cuSPARSE/cuSOLVER headers): kernels go to
+// c10::cuda::getCurrentCUDAStream() — the function at::cuda::getCurrentCUDAStream
+// re-exports — and device limits come from cudaDeviceGetAttribute.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdlib>
+#include <string>
+#include <tuple>
+#include <type_traits>
+
+#include "cuda/icnn_cuda_kernels.cuh"
+#include "icnn_activations.h"
+#include "icnn_checks.h"
+
+#ifndef LIDVAE_CUDA_ARCH_LIST
+#define LIDVAE_CUDA_ARCH_LIST ""
+#endif
+
+namespace lidvae {
+namespace cuda {
+
+// Trivial kernel whose attributes are queried once per device: when the
+// binary holds no image for the GPU's architecture the query fails.
+__global__ void icnn_arch_probe_kernel(int* __restrict__ unused) {  // never dereferenced
+  (void)unused;
+}
+
+namespace {
+
+using at::Tensor;
+
+constexpr int kMaxDevices = 64;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream(); }
+
+// Per-device limits the launch configuration needs, queried once per device.
+struct DeviceLimits {
+  int sms;         // multiprocessors
+  int64_t smem;    // opt-in dynamic shared memory per block, bytes
+};
+
+DeviceLimits device_limits() {
+  static std::array<std::atomic<int>, kMaxDevices> sms_cache{};
+  static std::array<std::atomic<int>, kMaxDevices> smem_cache{};
+  const c10::DeviceIndex device = c10::cuda::current_device();
+  const bool cacheable = device >= 0 && device < kMaxDevices;
+  if (cacheable) {
+    const int sms = sms_cache[device].load(std::memory_order_relaxed);
+    const int smem = smem_cache[device].load(std::memory_order_relaxed);
+    if (sms > 0 && smem > 0) return {sms, smem};
+  }
+  int sms = 0, smem = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if (cacheable) {
+    sms_cache[device].store(sms, std::memory_order_relaxed);
+    smem_cache[device].store(smem, std::memory_order_relaxed);
+  }
+  return {sms, smem};
+}
+
+// "NAME (compute capability X.Y)" of the current device, for error messages.
+std::string device_description(int* major_out = nullptr, int* minor_out = nullptr) {
+  const c10::DeviceIndex device = c10::cuda::current_device();
+  cudaDeviceProp prop;
+  C10_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  if (major_out != nullptr) *major_out = prop.major;
+  if (minor_out != nullptr) *minor_out = prop.minor;
+  return "cuda:" + std::to_string(static_cast<int>(device)) + " (" + prop.name + ", compute capability " +
+         std::to_string(prop.major) + "." + std::to_string(prop.minor) + ")";
+}
+
+// A GPU whose architecture is not in the compiled list gets a readable error
+// on first use (instead of "no kernel image is available" from a launch):
+// the probe kernel's attributes exist only if the binary can run here.
+void check_arch_supported() {
+  static std::array<std::atomic<bool>, kMaxDevices> supported{};
+  const c10::DeviceIndex device = c10::cuda::current_device();
+  const bool cacheable = device >= 0 && device < kMaxDevices;
+  if (cacheable && supported[device].load(std::memory_order_relaxed)) return;
+  cudaFuncAttributes attributes;
+  const cudaError_t err = cudaFuncGetAttributes(&attributes, icnn_arch_probe_kernel);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // clear it: the error is reported below
+    int major = 0, minor = 0;
+    const std::string where = device_description(&major, &minor);
+    TORCH_CHECK(false, "lidvae_ext: the CUDA kernels were compiled for TORCH_CUDA_ARCH_LIST=\"",
+                LIDVAE_CUDA_ARCH_LIST, "\", which has no code for ", where, " (CUDA: ",
+                cudaGetErrorString(err), "). Rebuild for this GPU with TORCH_CUDA_ARCH_LIST=\"", major,
+                ".", minor,
+                "\" pip install --no-build-isolation --force-reinstall --no-deps . "
+                "(or use backend='reference').");
+  }
+  if (cacheable) supported[device].store(true, std::memory_order_relaxed);
+}
+
+enum class PathMode { Auto, Generic, Fused };
+
+PathMode path_mode() {
+  const char* env = std::getenv("LIDVAE_CUDA_FUSED");
+  if (env == nullptr || *env == '\0') return PathMode::Auto;
+  const std::string value(env);
+  if (value == "auto") return PathMode::Auto;
+  if (value == "0") return PathMode::Generic;
+  if (value == "1") return PathMode::Fused;
+  TORCH_CHECK(false,
+              "lidvae_ext: LIDVAE_CUDA_FUSED must be 'auto' (default), '0' (cuBLAS path) or '1' "
+              "(fused kernels, error when unsupported), got '",
+              value, "'");
+}
+
+// Column block [layer*H, (layer+1)*H) of a (B, *) row-major matrix.
+inline Tensor block(const Tensor& t, int64_t layer, int64_t hidden) {
+  return t.narrow(1, layer * hidden, hidden);
+}
+
+int64_t num_sms() { return device_limits().sms; }
+
+// Grid for the grid-stride elementwise kernels (total > 0 work items).
+unsigned elementwise_grid(int64_t total) {
+  return static_cast<unsigned>(
+      std::max<int64_t>(1, std::min<int64_t>(ceil_div(total, kElementwiseThreads), num_sms() * 32)));
+}
+
+// Grid for the one-warp-per-row kernels.
+unsigned rows_grid(int64_t rows) {
+  return static_cast<unsigned>(
+      std::max<int64_t>(1, std::min<int64_t>(ceil_div(rows, kRowsPerBlock), num_sms() * 32)));
+}
+
+template <typename Fn>
+void dispatch_activation(Activation act, const Fn& fn) {
+  switch (act) {
+    case Activation::LeakyReLU:
+      fn(std::integral_constant<Activation, Activation::LeakyReLU>{});
+      break;
+    case Activation::Softplus:
+      fn(std::integral_constant<Activation, Activation::Softplus>{});
+      break;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Generic path (any width): the CPU algorithm with cuBLAS GEMMs.
+// ---------------------------------------------------------------------------
+
+template <typename T, Activation act>
+void launch_act_columns(T* out, int64_t out_ld, int64_t out_off, const T* pre, int64_t pre_ld,
+                        int64_t pre_off, int64_t rows, int64_t cols, int64_t H, T slope) {
+  icnn_act_columns_kernel<T, act>
+      <<<elementwise_grid(rows * cols), kElementwiseThreads, 0, current_stream()>>>(
+          out, out_ld, out_off, pre, pre_ld, pre_off, rows, cols, H, slope);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename T, Activation act>
+void launch_dact_scale(T* out, int64_t out_ld, int64_t out_off, const T* pre, int64_t pre_ld,
+                       int64_t pre_off, const T* x, int64_t x_ld, int64_t x_off, int64_t rows,
+                       int64_t cols, int64_t H, T slope) {
+  icnn_dact_scale_kernel<T, act>
+      <<<elementwise_grid(rows * cols), kElementwiseThreads, 0, current_stream()>>>(
+          out, out_ld, out_off, pre, pre_ld, pre_off, x, x_ld, x_off, rows, cols, H, slope);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename T, Activation act>
+void generic_forward(const Tensor& y, const Tensor& A, const Tensor& b, const Tensor& W,
+                     const Tensor& w_out, T alpha, T slope, const IcnnDims& dims, Tensor& psi,
+                     Tensor& grad, Tensor& pre, Tensor& upstream) {
+  const int64_t B = dims.batch, d = dims.dim, H = dims.hidden, L = dims.layers, M = dims.stacked;
+  const int64_t LH = L * H;
+  const cudaStream_t stream = current_stream();
+
+  // Every input product A_l y + b_l in one GEMM: pre = b + y A^T.
+  at::addmm_out(pre, b, y, A.t());
+  T* pre_p = pre.data_ptr<T>();
+
+  // Forward through the layers; z holds z_{l-1} while layer l is formed.
+  Tensor z = at::empty({B, H}, y.options());
+  T* z_p = z.data_ptr<T>();
+  launch_act_columns<T, act>(z_p, H, 0, pre_p, M, 0, B, H, H, slope);
+  for (int64_t l = 1; l < L; ++l) {
+    block(pre, l, H).addmm_(z, W[l - 1].t());
+    launch_act_columns<T, act>(z_p, H, 0, pre_p, M, l * H, B, H, H, slope);
+  }
+
+  // Output layer, potential and the first reverse step.
+  Tensor delta = at::empty({B, M}, y.options());
+  T* delta_p = delta.data_ptr<T>();
+  T* up_p = upstream.data_ptr<T>();
+  icnn_forward_output_kernel<T, act><<<rows_grid(B), kElementwiseThreads, 0, stream>>>(
+      pre_p, psi.data_ptr<T>(), delta_p, up_p, z_p, y.data_ptr<T>(), w_out.data_ptr<T>(), B, d, H, L,
+      alpha, slope);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  // Remaining reverse steps: e_{l-1} = W_l^T delta_l, delta_{l-1} = sigma'(a_{l-1}) e_{l-1}.
+  for (int64_t l = L - 1; l >= 1; --l) {
+    Tensor e_prev = block(upstream, l - 1, H);
+    at::mm_out(e_prev, block(delta, l, H), W[l - 1]);
+    launch_dact_scale<T, act>(delta_p, M, (l - 1) * H, pre_p, M, (l - 1) * H, up_p, LH, (l - 1) * H, B,
+                              H, H, slope);
+  }
+  // grad = sum_l A_l^T delta_l + alpha y: one GEMM with the stacked A.
+  at::addmm_out(grad, y, delta, A, /*beta=*/alpha, /*alpha=*/1);
+}
+
+template <typename T, Activation act>
+void generic_backward(const Tensor* grad_psi, const Tensor& v, const Tensor& y, const Tensor& A,
+                      const Tensor& W, const Tensor& w_out, const Tensor& grad, const Tensor& pre,
+                      const Tensor& upstream, T alpha, T slope, bool need_input_grad,
+                      const IcnnDims& dims, Tensor& grad_y, Tensor& grad_A, Tensor& grad_b,
+                      Tensor& grad_W, Tensor& grad_w_out) {
+  using F = Act<act>;
+  constexpr bool kCurved = F::kHiddenCurvature;
+  const int64_t B = dims.batch, H = dims.hidden, L = dims.layers, M = dims.stacked;
+  const int64_t LH = L * H;
+  const cudaStream_t stream = current_stream();
+  const T* pre_p = pre.data_ptr<T>();
+  const T* up_p = upstream.data_ptr<T>();
+  const T* wo_p = w_out.data_ptr<T>();
+
+  // Tangent of the forward pass along v: adot = A v (+ W_l zdot_{l-1}), zdot = sigma'(a) adot.
+  Tensor tan = at::mm(v, A.t());  // (B, M)
+  const T* tan_p = tan.data_ptr<T>();
+  Tensor ztan = at::empty({B, LH}, y.options());  // zdot_0 .. zdot_{L-1}
+  T* zt_p = ztan.data_ptr<T>();
+  launch_dact_scale<T, act>(zt_p, LH, 0, pre_p, M, 0, tan_p, M, 0, B, H, H, slope);
+  for (int64_t l = 1; l < L; ++l) {
+    block(tan, l, H).addmm_(block(ztan, l - 1, H), W[l - 1].t());
+    launch_dact_scale<T, act>(zt_p, LH, l * H, pre_p, M, l * H, tan_p, M, l * H, B, H, H, slope);
+  }
+
+  // Sensitivities delta = sigma'(a) * e (delta_L = sigma'(a_L)), recomputed from the saved e.
+  Tensor delta = at::empty({B, M}, y.options());
+  icnn_delta_kernel<T, act><<<elementwise_grid(B * M), kElementwiseThreads, 0, stream>>>(
+      delta.data_ptr<T>(), pre_p, up_p, B, H, L, slope);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  // The CPU path skips an all-zero grad_psi after a host-side check; here a
+  // defined grad_psi is always used (no device synchronisation; the extra
+  // terms are exact zeros then).
+  const bool has_u = grad_psi != nullptr;
+
+  // Primal activations z_l (the potential's own gradient, curvature terms).
+  Tensor zprim;
+  if (has_u || kCurved) {
+    zprim = at::empty({B, LH}, y.options());
+    launch_act_columns<T, act>(zprim.data_ptr<T>(), LH, 0, pre_p, M, 0, B, LH, H, slope);
+  }
+
+  // Curvature adjoints r. Leaky ReLU: only r_0 = sigma_0''(a_0) adot_0 e_0 is non-zero.
+  Tensor r = at::empty({B, kCurved ? M : H}, y.options());
+  T* r_p = r.data_ptr<T>();
+  if (!kCurved) {
+    icnn_r0_kernel<T, act><<<elementwise_grid(B * H), kElementwiseThreads, 0, stream>>>(
+        r_p, pre_p, tan_p, up_p, B, H, L, slope);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  } else {
+    icnn_r_out_kernel<T, act><<<rows_grid(B), kElementwiseThreads, 0, stream>>>(
+        r_p, pre_p, tan_p, zt_p, up_p, wo_p, B, H, L, slope);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    Tensor back = L > 1 ? at::empty({B, H}, y.options()) : Tensor();
+    for (int64_t l = L - 1; l >= 1; --l) {
+      at::mm_out(back, block(r, l, H), W[l - 1]);
+      icnn_r_hidden_kernel<T, act><<<elementwise_grid(B * H), kElementwiseThreads, 0, stream>>>(
+          r_p, pre_p, tan_p, up_p, back.data_ptr<T>(), B, H, L, (l - 1) * H, slope);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  }
+
+  // The potential's own gradient enters through z~ = zdot + u z and v~ = v + u y.
+  Tensor v_mix = v;
+  if (has_u) {
+    const Tensor u_col = grad_psi->unsqueeze(1);
+    ztan.addcmul_(zprim, u_col);
+    v_mix = at::addcmul(v, y, u_col);
+  }
+
+  // Weight gradients: dW_l = delta_l^T z~_{l-1} (+ r_l^T z_{l-1}).
+  for (int64_t l = 1; l < L; ++l) {
+    Tensor gW = grad_W[l - 1];
+    at::mm_out(gW, block(delta, l, H).t(), block(ztan, l - 1, H));
+    if (kCurved) gW.addmm_(block(r, l, H).t(), block(zprim, l - 1, H));
+  }
+  at::mv_out(grad_w_out, block(ztan, L - 1, H).t(), delta.select(1, M - 1));
+  if (kCurved) grad_w_out.addmv_(block(zprim, L - 1, H).t(), r.select(1, M - 1));
+
+  // dA = delta^T v~ + r^T y; db = u^T delta + sum_batch r.
+  at::mm_out(grad_A, delta.t(), v_mix);
+  if (kCurved) {
+    grad_A.addmm_(r.t(), y);
+    at::sum_out(grad_b, r, {0});
+  } else {
+    grad_A.narrow(0, 0, H).addmm_(r.t(), y);
+    grad_b.zero_();
+    Tensor gb0 = grad_b.narrow(0, 0, H);
+    at::sum_out(gb0, r, {0});
+  }
+  if (has_u) grad_b.addmv_(delta.t(), *grad_psi);
+
+  // dy = u grad + sum_l A_l^T r_l + alpha v.
+  if (need_input_grad) {
+    const Tensor A_r = kCurved ? A : A.narrow(0, 0, H);
+    at::addmm_out(grad_y, v, r, A_r, /*beta=*/alpha, /*alpha=*/1);
+    if (has_u) grad_y.addcmul_(grad, grad_psi->unsqueeze(1));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Fused path (H in {16, 32, 64, 128}).
+// ---------------------------------------------------------------------------
+
+// Makes `bytes` of dynamic shared memory available to `kernel` and returns
+// how many of its blocks fit on one SM (0: does not fit at all).
+template <typename Kernel>
+int prepare_fused_kernel(Kernel kernel, int64_t bytes) {
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(bytes)));
+  int per_sm = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFusedThreads,
+                                                               static_cast<size_t>(bytes)));
+  return per_sm;
+}
+
+// Explains why the fused kernel cannot run (always an error under
+// LIDVAE_CUDA_FUSED=1; the automatic mode falls back to the generic path).
+[[noreturn]] void fused_unsupported(const char* op, const IcnnDims& dims, at::ScalarType dtype,
+                                    int64_t bytes, int64_t limit) {
+  TORCH_CHECK(false, op, ": LIDVAE_CUDA_FUSED=1 but the fused CUDA kernel needs ", bytes,
+              " bytes of shared memory per block for H = ", dims.hidden, ", L = ", dims.layers,
+              ", d = ", dims.dim, " (", dtype, ") and ", device_description(), " allows ", limit,
+              " (sharedMemPerBlockOptin). The stacked weights (about (L*H+1)*(d+1) + (L-1)*H*(H+1) "
+              "elements) must fit: reduce d, L or H, use float32, or unset LIDVAE_CUDA_FUSED "
+              "(or set it to 0) to use the cuBLAS path, which has no such limit.");
+}
+
+template <typename T, int H, Activation act>
+bool fused_forward(const Tensor& y, const Tensor& A, const Tensor& b, const Tensor& W,
+                   const Tensor& w_out, T alpha, T slope, const IcnnDims& dims, Tensor& psi,
+                   Tensor& grad, Tensor& pre, Tensor& upstream, PathMode mode) {
+  constexpr const char* op = "lidvae_ext::icnn_forward";
+  const DeviceLimits limits = device_limits();
+  const int64_t limit = limits.smem;
+  const int64_t bytes = fused_forward_smem_elems<H>(dims.dim, dims.layers) * int64_t(sizeof(T));
+  if (bytes > limit) {
+    if (mode == PathMode::Fused) fused_unsupported(op, dims, y.scalar_type(), bytes, limit);
+    return false;
+  }
+  auto* kernel = icnn_fused_forward_kernel<T, H, act>;
+  const int per_sm = prepare_fused_kernel(kernel, bytes);
+  if (per_sm < 1) {
+    if (mode == PathMode::Fused) fused_unsupported(op, dims, y.scalar_type(), bytes, limit);
+    return false;
+  }
+  const int64_t grid =
+      std::min<int64_t>(ceil_div(dims.batch, FusedTraits<H>::kGroups), int64_t(per_sm) * limits.sms);
+  kernel<<<static_cast<unsigned>(grid), kFusedThreads, static_cast<size_t>(bytes),
+           current_stream()>>>(
+      y.data_ptr<T>(), A.data_ptr<T>(), b.data_ptr<T>(), W.data_ptr<T>(), w_out.data_ptr<T>(),
+      psi.data_ptr<T>(), grad.data_ptr<T>(), pre.data_ptr<T>(), upstream.data_ptr<T>(), dims.batch,
+      static_cast<int>(dims.dim), static_cast<int>(dims.layers), alpha, slope);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return true;
+}
+
+template <typename T, int H, Activation act>
+bool fused_backward(const Tensor* grad_psi, const Tensor& v, const Tensor& y, const Tensor& A,
+                    const Tensor& W, const Tensor& w_out, const Tensor& grad, const Tensor& pre,
+                    const Tensor& upstream, T alpha, T slope, bool need_input_grad,
+                    const IcnnDims& dims, Tensor& grad_y, Tensor& grad_A, Tensor& grad_b,
+                    Tensor& grad_W, Tensor& grad_w_out, PathMode mode) {
+  constexpr const char* op = "lidvae_ext::icnn_backward";
+  constexpr int kGroups = FusedTraits<H>::kGroups;
+  // Aim for tiles of >= 32 samples: each partial-row update is then shared by 32 samples.
+  constexpr int kMaxSlots = kGroups >= 32 ? 1 : 32 / kGroups;
+  const DeviceLimits limits = device_limits();
+  const int64_t limit = limits.smem;
+  const int64_t d = dims.dim, L = dims.layers, M = dims.stacked;
+  int slots = kMaxSlots;
+  auto smem_bytes = [&](int s) { return fused_backward_smem_elems<H>(d, L, s) * int64_t(sizeof(T)); };
+  while (slots > 1 && smem_bytes(slots) > limit) --slots;
+  const int64_t bytes = smem_bytes(slots);
+  if (bytes > limit) {
+    if (mode == PathMode::Fused) fused_unsupported(op, dims, y.scalar_type(), bytes, limit);
+    return false;
+  }
+  auto* kernel = icnn_fused_backward_kernel<T, H, act>;
+  const int per_sm = prepare_fused_kernel(kernel, bytes);
+  if (per_sm < 1) {
+    if (mode == PathMode::Fused) fused_unsupported(op, dims, y.scalar_type(), bytes, limit);
+    return false;
+  }
+  const int64_t tile = int64_t(kGroups) * slots;
+  const int64_t grid =
+      std::min<int64_t>(ceil_div(dims.batch, tile), int64_t(per_sm) * limits.sms);
+  const int64_t P = fused_partial_entries(d, H, L);
+  // One partial row per block, zero-filled; every block adds its tiles into its own row.
+  Tensor partial = at::zeros({grid, P}, y.options());
+  const cudaStream_t stream = current_stream();
+  kernel<<<static_cast<unsigned>(grid), kFusedThreads, static_cast<size_t>(bytes), stream>>>(
+      grad_psi != nullptr ? grad_psi->data_ptr<T>() : nullptr, v.data_ptr<T>(), y.data_ptr<T>(),
+      A.data_ptr<T>(), W.data_ptr<T>(), w_out.data_ptr<T>(), grad.data_ptr<T>(), pre.data_ptr<T>(),
+      upstream.data_ptr<T>(), need_input_grad ? grad_y.data_ptr<T>() : nullptr, partial.data_ptr<T>(),
+      dims.batch, static_cast<int>(d), static_cast<int>(L), slots, alpha, slope);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  icnn_reduce_partials_kernel<T><<<elementwise_grid(P), kElementwiseThreads, 0, stream>>>(
+      partial.data_ptr<T>(), static_cast<int>(grid), P, M * d, M, (L - 1) * H * H, grad_A.data_ptr<T>(),
+      grad_b.data_ptr<T>(), grad_W.data_ptr<T>(), grad_w_out.data_ptr<T>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return true;
+}
+
+// Runtime width -> compile-time width of the fused kernels. Returns false
+// (generic path) when there is no fused kernel for H or it does not fit.
+template <typename T, Activation act, typename... Args>
+bool try_fused_forward(int64_t hidden, PathMode mode, Args&&... args) {
+  switch (hidden) {
+    case 16:
+      return fused_forward<T, 16, act>(std::forward<Args>(args)..., mode);
+    case 32:
+      return fused_forward<T, 32, act>(std::forward<Args>(args)..., mode);
+    case 64:
+      return fused_forward<T, 64, act>(std::forward<Args>(args)..., mode);
+    case 128:
+      return fused_forward<T, 128, act>(std::forward<Args>(args)..., mode);
+    default:
+      return false;
+  }
+}
+
+template <typename T, Activation act, typename... Args>
+bool try_fused_backward(int64_t hidden, PathMode mode, Args&&... args) {
+  switch (hidden) {
+    case 16:
+      return fused_backward<T, 16, act>(std::forward<Args>(args)..., mode);
+    case 32:
+      return fused_backward<T, 32, act>(std::forward<Args>(args)..., mode);
+    case 64:
+      return fused_backward<T, 64, act>(std::forward<Args>(args)..., mode);
+    case 128:
+      return fused_backward<T, 128, act>(std::forward<Args>(args)..., mode);
+    default:
+      return false;
+  }
+}
+
+void check_fused_width(PathMode mode, int64_t hidden, const char* op) {
+  TORCH_CHECK(mode != PathMode::Fused || hidden == 16 || hidden == 32 || hidden == 64 || hidden == 128,
+              op, ": LIDVAE_CUDA_FUSED=1 but there is no fused CUDA kernel for H = ", hidden,
+              " (fused widths: 16, 32, 64, 128); unset LIDVAE_CUDA_FUSED (or set it to 0) to use "
+              "the cuBLAS path, which supports every width.");
+}
+
+// ---------------------------------------------------------------------------
+// Operators
+// ---------------------------------------------------------------------------
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> icnn_forward_cuda(
+    const Tensor& y_in, const Tensor& A_in, const Tensor& b_in, const Tensor& W_in,
+    const Tensor& w_out_in, double strong_convexity, c10::string_view activation,
+    double negative_slope) {
+  constexpr const char* op = "lidvae_ext::icnn_forward";
+  const std::string act_name(activation);
+  // W >= 0 is not value-checked on CUDA: that would synchronise the device
+  // (and is impossible inside CUDA graph capture).
+  const IcnnDims dims = check_forward_args(y_in, A_in, b_in, W_in, w_out_in, strong_convexity, act_name,
+                                           negative_slope, /*check_values=*/false, op);
+  const c10::cuda::CUDAGuard device_guard(y_in.device());
+  check_arch_supported();
+  const PathMode mode = path_mode();
+  check_fused_width(mode, dims.hidden, op);
+  const Tensor y = y_in.contiguous(), A = A_in.contiguous(), b = b_in.contiguous();
+  const Tensor W = W_in.contiguous(), w_out = w_out_in.contiguous();
+  const auto opts = y.options();
+  Tensor psi = at::empty({dims.batch}, opts);
+  Tensor grad = at::empty({dims.batch, dims.dim}, opts);
+  Tensor pre = at::empty({dims.batch, dims.stacked}, opts);
+  Tensor upstream = at::empty({dims.batch, dims.layers * dims.hidden}, opts);
+  if (dims.batch == 0) return {psi, grad, pre, upstream};
+  const Activation act = parse_activation(act_name, op);
+  AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "icnn_forward_cuda", [&] {
+    dispatch_activation(act, [&](auto tag) {
+      constexpr Activation kAct = decltype(tag)::value;
+      const auto alpha = static_cast<scalar_t>(strong_convexity);
+      const auto slope = static_cast<scalar_t>(negative_slope);
+      const bool fused =
+          mode != PathMode::Generic &&
+          try_fused_forward<scalar_t, kAct>(dims.hidden, mode, y, A, b, W, w_out, alpha, slope, dims, psi,
+                                            grad, pre, upstream);
+      if (!fused) {
+        generic_forward<scalar_t, kAct>(y, A, b, W, w_out, alpha, slope, dims, psi, grad, pre, upstream);
+      }
+    });
+  });
+  return {psi, grad, pre, upstream};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> icnn_backward_cuda(
+    const c10::optional<Tensor>& grad_psi_in, const Tensor& grad_map_in, const Tensor& y_in,
+    const Tensor& A_in, const Tensor& W_in, const Tensor& w_out_in, const Tensor& grad_in,
+    const Tensor& pre_in, const Tensor& upstream_in, double strong_convexity,
+    c10::string_view activation, double negative_slope, bool need_input_grad) {
+  constexpr const char* op = "lidvae_ext::icnn_backward";
+  const std::string act_name(activation);
+  const IcnnDims dims =
+      check_backward_args(grad_psi_in, grad_map_in, y_in, A_in, W_in, w_out_in, grad_in, pre_in,
+                          upstream_in, strong_convexity, act_name, negative_slope, op);
+  const c10::cuda::CUDAGuard device_guard(y_in.device());
+  check_arch_supported();
+  const PathMode mode = path_mode();
+  check_fused_width(mode, dims.hidden, op);
+  const Tensor v = grad_map_in.contiguous(), y = y_in.contiguous(), A = A_in.contiguous();
+  const Tensor W = W_in.contiguous(), w_out = w_out_in.contiguous(), grad = grad_in.contiguous();
+  const Tensor pre = pre_in.contiguous(), upstream = upstream_in.contiguous();
+  Tensor grad_psi;
+  if (grad_psi_in.has_value()) grad_psi = grad_psi_in->contiguous();
+  const auto opts = y.options();
+  Tensor grad_y = need_input_grad ? at::empty({dims.batch, dims.dim}, opts) : at::empty({0}, opts);
+  Tensor grad_A = at::empty_like(A);
+  Tensor grad_b = at::empty({dims.stacked}, opts);
+  Tensor grad_W = at::empty_like(W);
+  Tensor grad_w_out = at::empty_like(w_out);
+  if (dims.batch == 0) {
+    grad_A.zero_();
+    grad_b.zero_();
+    grad_W.zero_();
+    grad_w_out.zero_();
+    return {grad_y, grad_A, grad_b, grad_W, grad_w_out};
+  }
+  const Activation act = parse_activation(act_name, op);
+  const Tensor* grad_psi_p = grad_psi.defined() ? &grad_psi : nullptr;
+  AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "icnn_backward_cuda", [&] {
+    dispatch_activation(act, [&](auto tag) {
+      constexpr Activation kAct = decltype(tag)::value;
+      const auto alpha = static_cast<scalar_t>(strong_convexity);
+      const auto slope = static_cast<scalar_t>(negative_slope);
+      const bool fused = mode != PathMode::Generic &&
+                         try_fused_backward<scalar_t, kAct>(
+                             dims.hidden, mode, grad_psi_p, v, y, A, W, w_out, grad, pre, upstream, alpha,
+                             slope, need_input_grad, dims, grad_y, grad_A, grad_b, grad_W, grad_w_out);
+      if (!fused) {
+        generic_backward<scalar_t, kAct>(grad_psi_p, v, y, A, W, w_out, grad, pre, upstream, alpha, slope,
+                                         need_input_grad, dims, grad_y, grad_A, grad_b, grad_W,
+                                         grad_w_out);
+      }
+    });
+  });
+  return {grad_y, grad_A, grad_b, grad_W, grad_w_out};
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace lidvae
+
+TORCH_LIBRARY_IMPL(lidvae_ext, CUDA, m) {
+  m.impl("icnn_forward", &lidvae::cuda::icnn_forward_cuda);
+  m.impl("icnn_backward", &lidvae::cuda::icnn_backward_cuda);
+}
