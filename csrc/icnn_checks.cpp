@@ -40,14 +40,15 @@ IcnnDims check_forward_args(const at::Tensor& y, const at::Tensor& A, const at::
   TORCH_CHECK(w_out.dim() == 1 && w_out.size(0) >= 1, op,
               ": w_out must be 1-D (H,) with H >= 1, got shape ", w_out.sizes());
   TORCH_CHECK(W.dim() == 3, op, ": W must be 3-D (L-1, H, H), got shape ", W.sizes());
-  IcnnDims dims{y.size(0), y.size(1), w_out.size(0), W.size(0) + 1, 0};
+  TORCH_CHECK(A.dim() == 2, op, ": A must be 2-D (L*H+1, d), got shape ", A.sizes());
+  IcnnDims dims{y.size(0), A.size(1), w_out.size(0), W.size(0) + 1, 0, y.size(1)};
   dims.stacked = dims.layers * dims.hidden + 1;
-  TORCH_CHECK(dims.dim >= 1, op, ": y must have at least one feature, got shape ", y.sizes());
+  TORCH_CHECK(dims.in_dim >= 1, op, ": y must have at least one feature, got shape ", y.sizes());
   check_shape(W, {dims.layers - 1, dims.hidden, dims.hidden}, "W", "(L-1, H, H) with H = w_out.size(0)",
               op);
-  TORCH_CHECK(A.dim() == 2 && A.size(0) == dims.stacked && A.size(1) == dims.dim, op,
-              ": A must have shape (L*H+1, d) = (", dims.stacked, ", ", dims.dim, ") for L = ",
-              dims.layers, ", H = ", dims.hidden, ", d = y.size(1) = ", dims.dim, "; got ", A.sizes());
+  TORCH_CHECK(A.size(0) == dims.stacked && A.size(1) >= dims.in_dim, op,
+              ": A must have shape (L*H+1, d) = (", dims.stacked, ", d) with d >= y.size(1) = ",
+              dims.in_dim, " for L = ", dims.layers, ", H = ", dims.hidden, "; got ", A.sizes());
   check_shape(b, {dims.stacked}, "b", "(L*H+1,)", op);
   for (auto [t, name] : {std::pair<const at::Tensor&, const char*>{A, "A"}, {b, "b"}, {W, "W"},
                          {w_out, "w_out"}}) {

@@ -9,13 +9,17 @@
 
 namespace lidvae {
 
-// Sizes of one ICNN call: batch B, input dim d, width H, depth L, M = L*H + 1.
+// Sizes of one ICNN call: batch B, input dim d (= A.size(1)), width H, depth
+// L, M = L*H + 1, and in_dim = y.size(1) <= d: when in_dim < d, y stands for
+// the zero-padded [y, 0] (the fixed beta = [I; 0] of a LIDDecoder), and the
+// kernels skip the products with the zero columns.
 struct IcnnDims {
   int64_t batch;
   int64_t dim;
   int64_t hidden;
   int64_t layers;
   int64_t stacked;
+  int64_t in_dim;
 };
 
 // Parses the activation name; errors list the valid names.

@@ -203,9 +203,22 @@ class BrenierMap(nn.Module):
     def potential_and_map(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """``(ψ(y), ∇ψ(y))`` with shapes ``(...)`` and ``(..., dim)``."""
         flat = _flatten(y, self.icnn.dim, "y")
+        return self._call(flat, y.shape[:-1])
+
+    def map_zero_padded(self, u: Tensor) -> Tensor:
+        """∇ψ([u, 0]) for ``u`` of shape (..., k), k ≤ dim, without forming the padding.
+
+        This is the composition with the fixed β = [I; 0]; the fused kernels
+        skip the products with the zero columns.
+        """
+        if u.dim() < 1 or not 1 <= u.shape[-1] <= self.icnn.dim:
+            raise ValueError(f"u must have shape (..., k) with 1 <= k <= {self.icnn.dim}, got {tuple(u.shape)}")
+        return self._call(u.reshape(-1, u.shape[-1]), u.shape[:-1])[1]
+
+    def _call(self, flat: Tensor, lead: torch.Size) -> tuple[Tensor, Tensor]:
         impl = ops if resolve_backend(self.backend, flat) == "fused" else reference
         psi, grad = impl.icnn_potential_and_map(flat, *self.icnn.weights(), *self.icnn.hyper())
-        return psi.reshape(y.shape[:-1]), grad.reshape(y.shape)
+        return psi.reshape(lead), grad.reshape(*lead, self.icnn.dim)
 
     def potential(self, y: Tensor) -> Tensor:
         """ψ(y)."""
@@ -324,4 +337,7 @@ class LIDDecoder(nn.Module):
         self.data_map = BrenierMap(out_dim, **common)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.data_map(self.beta(self.latent_map(z)))
+        latent = self.latent_map(z)
+        if self.beta.mode == "fixed":  # β = [I; 0]: let the kernel skip the zero columns
+            return self.data_map.map_zero_padded(latent)
+        return self.data_map(self.beta(latent))

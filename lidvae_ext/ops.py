@@ -49,7 +49,8 @@ def icnn_potential_and_map(
 
     Same arguments and layout as :func:`lidvae_ext.reference.icnn_potential_and_map`;
     differentiable (once) w.r.t. ``y`` and every weight through the closed-form
-    backward operator.
+    backward operator. ``y`` may have k < d columns: it then stands for the
+    zero-padded ``[y, 0]``, and the products with the zero columns are skipped.
     """
     psi, grad, _, _ = torch.ops.lidvae_ext.icnn_forward(
         y, A, b, W, w_out, float(strong_convexity), activation, float(negative_slope)
@@ -84,12 +85,13 @@ def _fake_forward(y, A, b, W, w_out, strong_convexity, activation, negative_slop
     torch._check(y.dim() == 2, lambda: f"icnn_forward: y must be 2-D (B, d), got {tuple(y.shape)}")
     batch, hidden, num_layers = y.shape[0], w_out.shape[0], W.shape[0] + 1
     torch._check(
-        A.dim() == 2 and A.shape[0] == num_layers * hidden + 1 and A.shape[1] == y.shape[1],
-        lambda: f"icnn_forward: A must be ({num_layers * hidden + 1}, {y.shape[1]}), got {tuple(A.shape)}",
+        A.dim() == 2 and A.shape[0] == num_layers * hidden + 1 and A.shape[1] >= y.shape[1],
+        lambda: f"icnn_forward: A must be ({num_layers * hidden + 1}, d) with d >= y.size(1) = "
+        f"{y.shape[1]}, got {tuple(A.shape)}",
     )
     return (
         y.new_empty(batch),
-        y.new_empty(y.shape),
+        y.new_empty(batch, A.shape[1]),
         y.new_empty(batch, A.shape[0]),
         y.new_empty(batch, (num_layers) * hidden),
     )

@@ -55,7 +55,13 @@ def icnn_potential(
     activation: str = "leaky_relu",
     negative_slope: float = 0.2,
 ) -> Tensor:
-    """Potential ψ(y) of the ICNN for a batch ``y`` of shape (B, d); returns (B,)."""
+    """Potential ψ(y) of the ICNN for a batch ``y`` of shape (B, d); returns (B,).
+
+    ``y`` may have fewer columns k < d than ``A``: it then stands for the
+    zero-padded ``[y, 0]`` (the fixed β = [I; 0] of a LIDDecoder).
+    """
+    if y.shape[-1] < A.shape[1]:
+        y = F.pad(y, (0, A.shape[1] - y.shape[-1]))
     hidden = w_out.shape[0]
     num_layers = W.shape[0] + 1
     pre_all = y @ A.t() + b  # (B, M): every A_l y + b_l in one product
@@ -79,6 +85,8 @@ def icnn_potential_and_map(
 ) -> tuple[Tensor, Tensor]:
     """ψ(y) (B,) and the Brenier map ∇ψ(y) (B, d), differentiable to second order.
 
+    With ``y`` of k < d columns (zero-padded input), the map is still (B, d).
+
     Under grad mode the map is computed with
     ``torch.autograd.grad(create_graph=True)``, so it can be backpropagated
     through (the double backward the fused op replaces); under ``no_grad`` it
@@ -87,8 +95,9 @@ def icnn_potential_and_map(
     differentiable = torch.is_grad_enabled()
     with torch.enable_grad():
         y_in = y if y.requires_grad else y.detach().requires_grad_(True)
-        psi = icnn_potential(y_in, A, b, W, w_out, strong_convexity, activation, negative_slope)
-        (grad,) = torch.autograd.grad(psi.sum(), y_in, create_graph=differentiable)
+        y_full = y_in if y_in.shape[-1] == A.shape[1] else F.pad(y_in, (0, A.shape[1] - y_in.shape[-1]))
+        psi = icnn_potential(y_full, A, b, W, w_out, strong_convexity, activation, negative_slope)
+        (grad,) = torch.autograd.grad(psi.sum(), y_full, create_graph=differentiable)
     if not differentiable:
         psi, grad = psi.detach(), grad.detach()
     return psi, grad

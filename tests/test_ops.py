@@ -107,6 +107,27 @@ def test_opcheck_backward(with_grad_psi, need_input_grad):
     torch.library.opcheck(torch.ops.lidvae_ext.icnn_backward.default, args)
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_zero_padded_input_matches_reference(activation, dtype):
+    """y with k < d columns stands for [y, 0]; the map is (B, d), dLoss/dy is (B, k)."""
+    seed = fresh_seed()
+    y, A, b, W, w_out = sample_inputs(13, 9, 6, 3, seed=seed)
+    u, v = sample_cotangents(13, 9, seed=seed)
+    k = 4
+    hyper = (0.3, activation, 0.2)
+    want = outputs_and_grads(reference, [y[:, :k], A, b, W, w_out], u, v, hyper)
+    got = outputs_and_grads(ops, [t.to(dtype) for t in (y[:, :k], A, b, W, w_out)], u.to(dtype),
+                            v.to(dtype), hyper)
+    assert got[1].shape == (13, 9) and got[2].shape == (13, k)
+    full = outputs_and_grads(reference, [torch.nn.functional.pad(y[:, :k], (0, 5)), A, b, W, w_out],
+                             u, v, hyper)
+    torch.testing.assert_close(want[2], full[2][:, :k])  # the padded reference is the plain one
+    errs = max_rel_errors(got, want)
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    assert all(e <= tol for e in errs.values()), f"seed={seed} errors={errs}"
+
+
 def test_noncontiguous_inputs():
     y, A, b, W, w_out = sample_inputs(6, 5, 4, 3, seed=fresh_seed())
     y_nc = y.t().contiguous().t()  # same values, column-major
@@ -149,7 +170,8 @@ def _call(**overrides):
     "overrides,pattern",
     [
         (dict(y=torch.randn(5, 3, 1, dtype=torch.float64)), r"y must be 2-D"),
-        (dict(A=torch.randn(9, 4, dtype=torch.float64)), r"A must have shape \(L\*H\+1, d\) = \(9, 3\)"),
+        (dict(A=torch.randn(9, 2, dtype=torch.float64)),
+         r"A must have shape \(L\*H\+1, d\) = \(9, d\) with d >= y.size\(1\) = 3"),
         (dict(A=torch.randn(8, 3, dtype=torch.float64)), r"A must have shape"),
         (dict(b=torch.randn(7, dtype=torch.float64)), r"b must have shape \[9\]"),
         (dict(W=torch.rand(1, 4, 5, dtype=torch.float64)), r"W must have shape \[1, 4, 4\]"),

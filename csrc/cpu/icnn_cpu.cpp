@@ -43,11 +43,12 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
                     const Tensor& w_out, T alpha, T slope, const IcnnDims& dims, Tensor& psi,
                     Tensor& grad, Tensor& pre, Tensor& upstream) {
   using F = Act<act>;
-  const int64_t B = dims.batch, d = dims.dim, H = dims.hidden, L = dims.layers, M = dims.stacked;
+  const int64_t B = dims.batch, K = dims.in_dim, H = dims.hidden, L = dims.layers, M = dims.stacked;
   const int64_t LH = L * H;
+  const bool padded = K < dims.dim;  // y stands for [y, 0]: only A's first K columns meet it
 
   // Every input product A_l y + b_l in one GEMM: pre = b + y A^T.
-  at::addmm_out(pre, b, y, A.t());
+  at::addmm_out(pre, b, y, padded ? A.narrow(1, 0, K).t() : A.t());
   T* pre_p = pre.data_ptr<T>();
 
   // Forward through the layers; z holds z_{l-1} while layer l is formed.
@@ -72,13 +73,13 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
   T* up_p = upstream.data_ptr<T>();
   const T* y_p = y.data_ptr<T>();
   const T* wo_p = w_out.data_ptr<T>();
-  for_each_row(B, H + d, [&](int64_t i) {
+  for_each_row(B, H + K, [&](int64_t i) {
     const T* zi = z_p + i * H;
     T a_out = pre_p[i * M + M - 1];
     for (int64_t j = 0; j < H; ++j) a_out += zi[j] * wo_p[j];
     pre_p[i * M + M - 1] = a_out;
     T sq = 0;
-    for (int64_t k = 0; k < d; ++k) sq += y_p[i * d + k] * y_p[i * d + k];
+    for (int64_t k = 0; k < K; ++k) sq += y_p[i * K + k] * y_p[i * K + k];
     psi_p[i] = F::f(a_out, slope) + T(0.5) * alpha * sq;
     const T delta_out = F::df(a_out, slope);
     delta_p[i * M + M - 1] = delta_out;
@@ -103,7 +104,12 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
     });
   }
   // grad = sum_l A_l^T delta_l + alpha y: one GEMM with the stacked A.
-  at::addmm_out(grad, y, delta, A, /*beta=*/alpha, /*alpha=*/1);
+  if (!padded) {
+    at::addmm_out(grad, y, delta, A, /*beta=*/alpha, /*alpha=*/1);
+  } else {
+    at::mm_out(grad, delta, A);
+    if (alpha != T(0)) grad.narrow(1, 0, K).add_(y, alpha);
+  }
 }
 
 template <typename T, Activation act>
@@ -114,8 +120,9 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
                      Tensor& grad_W, Tensor& grad_w_out) {
   using F = Act<act>;
   constexpr bool kCurved = F::kHiddenCurvature;
-  const int64_t B = dims.batch, H = dims.hidden, L = dims.layers, M = dims.stacked;
+  const int64_t B = dims.batch, K = dims.in_dim, H = dims.hidden, L = dims.layers, M = dims.stacked;
   const int64_t LH = L * H;
+  const bool padded = K < dims.dim;  // y stands for [y, 0]
   const T* pre_p = pre.data_ptr<T>();
   const T* up_p = upstream.data_ptr<T>();
   const T* wo_p = w_out.data_ptr<T>();
@@ -149,7 +156,6 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
   });
 
   const bool has_u = grad_psi != nullptr && grad_psi->ne(0).any().item<bool>();
-  const T* u_p = has_u ? grad_psi->data_ptr<T>() : nullptr;
 
   // Primal activations z_l, needed for the potential's own gradient (u != 0) and
   // for the curvature terms r_l z_{l-1}^T.
@@ -168,7 +174,6 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
   // Curvature adjoints r. Leaky ReLU: only r_0 = sigma_0''(a_0) adot_0 e_0 is non-zero.
   Tensor r = at::empty({B, kCurved ? M : H}, y.options());
   T* r_p = r.data_ptr<T>();
-  const int64_t r_ld = kCurved ? M : H;
   if (!kCurved) {
     for_each_row(B, H, [&](int64_t i) {
       for (int64_t j = 0; j < H; ++j)
@@ -205,16 +210,15 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
       });
     }
   }
-  (void)r_ld;
 
   // The potential's own gradient enters through z~ = zdot + u z and v~ = v + u y.
   Tensor v_mix = v;
   if (has_u) {
     const Tensor u_col = grad_psi->unsqueeze(1);
     ztan.addcmul_(zprim, u_col);
-    v_mix = at::addcmul(v, y, u_col);
+    v_mix = v.clone();
+    v_mix.narrow(1, 0, K).addcmul_(y, u_col);
   }
-  (void)u_p;
 
   // Weight gradients: dW_l = delta_l^T z~_{l-1} (+ r_l^T z_{l-1}).
   for (int64_t l = 1; l < L; ++l) {
@@ -227,22 +231,23 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
 
   // dA = delta^T v~ + r^T y; db = u^T delta + sum_batch r.
   at::mm_out(grad_A, delta.t(), v_mix);
+  Tensor grad_A_in = padded ? grad_A.narrow(1, 0, K) : grad_A;  // the columns y meets
   if (kCurved) {
-    grad_A.addmm_(r.t(), y);
+    grad_A_in.addmm_(r.t(), y);
     at::sum_out(grad_b, r, {0});
   } else {
-    grad_A.narrow(0, 0, H).addmm_(r.t(), y);
+    grad_A_in.narrow(0, 0, H).addmm_(r.t(), y);
     grad_b.zero_();
     Tensor gb0 = grad_b.narrow(0, 0, H);
     at::sum_out(gb0, r, {0});
   }
   if (has_u) grad_b.addmv_(delta.t(), *grad_psi);
 
-  // dy = u grad + sum_l A_l^T r_l + alpha v.
+  // dy = u grad + sum_l A_l^T r_l + alpha v (first K columns when y is padded).
   if (need_input_grad) {
-    const Tensor A_r = kCurved ? A : A.narrow(0, 0, H);
-    at::addmm_out(grad_y, v, r, A_r, /*beta=*/alpha, /*alpha=*/1);
-    if (has_u) grad_y.addcmul_(grad, grad_psi->unsqueeze(1));
+    const Tensor A_r = (kCurved ? A : A.narrow(0, 0, H)).narrow(1, 0, K);
+    at::addmm_out(grad_y, v.narrow(1, 0, K), r, A_r, /*beta=*/alpha, /*alpha=*/1);
+    if (has_u) grad_y.addcmul_(grad.narrow(1, 0, K), grad_psi->unsqueeze(1));
   }
 }
 
@@ -301,7 +306,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> icnn_backward_cpu(
   Tensor grad_psi;
   if (grad_psi_in.has_value()) grad_psi = grad_psi_in->contiguous();
   const auto opts = y.options();
-  Tensor grad_y = need_input_grad ? at::empty({dims.batch, dims.dim}, opts) : at::empty({0}, opts);
+  Tensor grad_y = need_input_grad ? at::empty({dims.batch, dims.in_dim}, opts) : at::empty({0}, opts);
   Tensor grad_A = at::empty_like(A);
   Tensor grad_b = at::empty({dims.stacked}, opts);
   Tensor grad_W = at::empty_like(W);
