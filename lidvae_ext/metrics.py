@@ -230,6 +230,7 @@ def evaluate(model: Any, x: Tensor, *, au_threshold: float = 0.01, iwae_samples:
         "active_units": au,
         "latent_dim": int(mean.shape[1]),
         "au_variance": [float(v) for v in au_var],
+        "au_threshold": float(au_threshold),
         "kl": kl,
         "kl_per_dim": [float(v) for v in kl_dim],
         "mutual_info": mi,

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -67,9 +68,14 @@ def plot_kl_per_dim(report: dict[str, dict[str, Any]], path: str | os.PathLike, 
     names = list(report)
     fig, axes = plt.subplots(len(names), 1, figsize=(10, 2.2 * len(names) + 0.6), squeeze=False, sharey=True)
     for ax, name in zip(axes[:, 0], names):
-        kl = sorted(report[name]["kl_per_dim"], reverse=True)
-        au = report[name]["active_units"]
-        colors = ["tab:blue" if i < au else "tab:gray" for i in range(len(kl))]
+        m = report[name]
+        kl_dim = m["kl_per_dim"]
+        order = sorted(range(len(kl_dim)), key=lambda i: -kl_dim[i])
+        kl = [kl_dim[i] for i in order]
+        au = m["active_units"]
+        var = m.get("au_variance")
+        thr = m.get("au_threshold", 0.01) if threshold is None else threshold
+        colors = ["tab:blue" if var is None or var[i] >= thr else "tab:gray" for i in order]
         ax.bar(range(1, len(kl) + 1), kl, color=colors)
         ax.set_title(f"{name}: {au}/{report[name]['latent_dim']} active units, KL {report[name]['kl']:.1f} nats",
                      fontsize=10)
@@ -85,8 +91,8 @@ def plot_kl_per_dim(report: dict[str, dict[str, Any]], path: str | os.PathLike, 
 def _as_images(x: Tensor, shape: tuple[int, int] | None) -> Tensor:
     x = x.detach().cpu().float()
     if shape is not None:
-        return x.reshape(x.shape[0], *shape)
-    return x.reshape(x.shape[0], 1, -1)  # a 1-pixel-high strip per example
+        return x.reshape(x.shape[0], *shape).numpy()
+    return x.reshape(x.shape[0], 1, -1).numpy()  # a 1-pixel-high strip per example
 
 
 def plot_reconstructions(originals: Tensor, recons: dict[str, Tensor], shape: tuple[int, int] | None,
@@ -120,7 +126,7 @@ def plot_samples(samples: dict[str, Tensor], shape: tuple[int, int] | None, path
     for ax, name in zip(axes[0], names):
         imgs = _as_images(samples[name], shape)
         h, w = imgs.shape[1:]
-        grid = torch.ones(side * (h + 1) - 1, side * (w + 1) - 1)
+        grid = np.ones((side * (h + 1) - 1, side * (w + 1) - 1), dtype=np.float32)
         for i in range(n):
             r, c = divmod(i, side)
             grid[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = imgs[i]

@@ -1,0 +1,190 @@
+"""Known-answer tests for the collapse metrics (lidvae_ext.metrics)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lidvae_ext import metrics
+from lidvae_ext.models import GaussianLikelihood, LatentVariableModel, gaussian_kl_per_dim
+
+torch.set_default_dtype(torch.float32)
+
+
+class TableEncoder(nn.Module):
+    """q(z|x_n) with prescribed (mean_n, logvar_n); x_n is the row index n stored in column 0."""
+
+    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("logvar", logvar)
+        self.dummy = nn.Parameter(torch.zeros(1, dtype=mean.dtype))
+
+    def forward(self, x):
+        idx = x[:, 0].long()
+        return self.mean[idx], self.logvar[idx]
+
+
+def table_model(mean, logvar):
+    k = mean.shape[1]
+    lik = GaussianLikelihood(1, std=1.0)
+    return LatentVariableModel(TableEncoder(mean, logvar), nn.Linear(k, 1), lik, k).double()
+
+
+def ids(n):
+    return torch.arange(n, dtype=torch.float64)[:, None]
+
+
+# ---------------------------------------------------------------- linear-Gaussian model
+class LinearGaussian:
+    """p(z) = N(0, I_K), p(x|z) = N(Wz + b, σ² I_D) with orthogonal columns of W."""
+
+    def __init__(self, d=6, k=3, sigma=0.5, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        q, _ = torch.linalg.qr(torch.randn(d, k, generator=g, dtype=torch.float64))
+        self.s = torch.tensor([2.0, 1.0, 0.3], dtype=torch.float64)[:k]
+        self.W, self.b, self.sigma = q * self.s, torch.randn(d, generator=g, dtype=torch.float64), sigma
+        self.q = q
+        self.d, self.k = d, k
+
+    def data(self, n, seed=1):
+        g = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, self.k, generator=g, dtype=torch.float64)
+        return z @ self.W.t() + self.b + self.sigma * torch.randn(n, self.d, generator=g, dtype=torch.float64)
+
+    def exact_log_px(self, x):
+        cov = self.W @ self.W.t() + self.sigma ** 2 * torch.eye(self.d, dtype=torch.float64)
+        return torch.distributions.MultivariateNormal(self.b, cov).log_prob(x)
+
+    def model(self, mean_scale=1.0, var_scale=1.0):
+        lg = self
+
+        class Enc(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.dummy = nn.Parameter(torch.zeros(1, dtype=torch.float64))
+
+            def forward(self, x):
+                var = 1.0 / (1.0 + lg.s ** 2 / lg.sigma ** 2)  # exact diagonal posterior
+                mean = var * ((x - lg.b) @ lg.q) * lg.s / lg.sigma ** 2
+                return mean_scale * mean, torch.log(var_scale * var).expand_as(mean)
+
+        dec = nn.Linear(self.k, self.d).double()
+        with torch.no_grad():
+            dec.weight.copy_(self.W)
+            dec.bias.copy_(self.b)
+        lik = GaussianLikelihood(self.d, std=self.sigma).double()
+        return LatentVariableModel(Enc(), dec, lik, self.k)
+
+
+def test_iwae_exact_with_exact_posterior_any_k_and_chunking():
+    lg = LinearGaussian()
+    x = lg.data(37)
+    model = lg.model()
+    exact = lg.exact_log_px(x)
+    for k, chunk, bs in ((1, None, 256), (10, 3, 7), (100, None, 16)):
+        ll = metrics.iwae_log_likelihood(model, x, num_samples=k, batch_size=bs, sample_chunk=chunk,
+                                         generator=torch.Generator().manual_seed(0))
+        assert ll.shape == (37,)
+        torch.testing.assert_close(ll, exact, rtol=0, atol=1e-6)  # σ buffer built in float32
+    # with the exact posterior the ELBO is tight too (its MC estimate converges to −log p(x))
+    nelbo = metrics.negative_elbo(model, x, num_samples=2000, generator=torch.Generator().manual_seed(0))
+    assert nelbo == pytest.approx(float(-exact.mean()), abs=0.05)
+
+
+def test_iwae_converges_to_exact_nll_as_k_grows():
+    lg = LinearGaussian()
+    x = lg.data(50)
+    model = lg.model(mean_scale=0.7, var_scale=2.0)  # a poor but overdispersed proposal
+    exact_nll = float(-lg.exact_log_px(x).mean())
+    gen = lambda: torch.Generator().manual_seed(123)  # noqa: E731
+    nll = {k: metrics.iwae_nll(model, x, num_samples=k, generator=gen(), max_elements=5000) for k in (1, 10, 100, 3000)}
+    gaps = {k: v - exact_nll for k, v in nll.items()}
+    assert gaps[1] > 0.3  # the ELBO is loose for this proposal
+    assert gaps[1] > gaps[10] > gaps[100] > -0.02
+    assert abs(gaps[3000]) < 0.02
+    nelbo = metrics.negative_elbo(model, x, num_samples=500, generator=gen())
+    assert nelbo == pytest.approx(nll[1], abs=0.2)
+
+
+# ---------------------------------------------------------------- active units and KL
+def test_active_units_and_kl_known_encoder():
+    n = 2000
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(n, generator=g, dtype=torch.float64)
+    mean = torch.stack([u, 0.05 * u, torch.full((n,), 0.7, dtype=torch.float64),
+                        0.2 * u], dim=1)  # Var = 1, 0.0025, 0, 0.04
+    logvar = torch.log(torch.tensor([0.1, 1.0, 0.5, 2.0], dtype=torch.float64)).expand(n, 4)
+    model = table_model(mean, logvar)
+    m_enc, lv_enc = metrics.encode_dataset(model, ids(n), batch_size=300)
+    au, var = metrics.active_units(m_enc, threshold=0.01)
+    assert au == 2
+    torch.testing.assert_close(var, mean.var(0), rtol=1e-12, atol=1e-12)
+    assert metrics.active_units(m_enc, threshold=0.001)[0] == 3
+    kl, kl_dim = metrics.kl_to_prior(m_enc, lv_enc)
+    v = torch.tensor([0.1, 1.0, 0.5, 2.0], dtype=torch.float64)
+    expected = 0.5 * ((mean ** 2).mean(0) + v - 1 - torch.log(v))
+    torch.testing.assert_close(kl_dim, expected)
+    assert kl == pytest.approx(float(expected.sum()))
+    assert kl_dim[1] == pytest.approx(0.5 * float((mean[:, 1] ** 2).mean()), rel=1e-9)  # σ² = 1 → only μ²/2
+    # agrees with torch.distributions
+    ref = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mean, (0.5 * logvar).exp()), torch.distributions.Normal(0.0, 1.0)).mean(0)
+    torch.testing.assert_close(gaussian_kl_per_dim(mean, logvar).mean(0), ref)
+
+
+# ---------------------------------------------------------------- mutual information
+def test_mi_zero_when_encoder_ignores_x():
+    n = 500
+    mean = torch.tensor([[0.3, -1.0, 2.0]], dtype=torch.float64).expand(n, 3)
+    logvar = torch.tensor([[0.0, -2.0, 1.0]], dtype=torch.float64).expand(n, 3)
+    mi = metrics.mutual_information(mean, logvar, num_samples=3, generator=torch.Generator().manual_seed(0))
+    assert abs(mi) < 1e-9
+    out = metrics.evaluate(table_model(mean.contiguous(), logvar.contiguous()), ids(n), iwae_samples=5)
+    assert abs(out["mutual_info"]) < 1e-9 and out["active_units"] == 0 and out["kl"] > 0
+
+
+def test_mi_separated_clusters_is_log_n():
+    n = 64
+    mean = torch.arange(n, dtype=torch.float64)[:, None] * 10.0 * torch.ones(1, 2, dtype=torch.float64)
+    logvar = torch.full((n, 2), math.log(1e-2), dtype=torch.float64)
+    mi = metrics.mutual_information(mean, logvar, num_samples=4, generator=torch.Generator().manual_seed(0))
+    assert mi == pytest.approx(math.log(n), abs=1e-6)
+
+
+def test_mi_gaussian_channel():
+    # μ(x) = c·u with u ~ N(0, 1), σ² fixed: I(x; z) = ½ log(1 + c²/σ²) per dimension.
+    n, c, s2 = 4000, 1.0, 0.25
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    mean, logvar = c * u, torch.full((n, 2), math.log(s2), dtype=torch.float64)
+    mi = metrics.mutual_information(mean, logvar, num_samples=4, generator=g, chunk=333)
+    assert mi == pytest.approx(2 * 0.5 * math.log(1 + c * c / s2), abs=0.04)
+
+
+def test_log_aggregate_posterior_matches_brute_force():
+    g = torch.Generator().manual_seed(3)
+    mean, logvar = torch.randn(50, 4, generator=g), 0.5 * torch.randn(50, 4, generator=g)
+    z = torch.randn(23, 4, generator=g)
+    got = metrics.log_aggregate_posterior(z, mean, logvar, chunk=5)
+    comp = torch.distributions.Normal(mean.double(), (0.5 * logvar.double()).exp())
+    brute = torch.logsumexp(comp.log_prob(z.double()[:, None, :]).sum(-1), dim=1) - math.log(50)
+    torch.testing.assert_close(got, brute, rtol=1e-10, atol=1e-10)
+
+
+def test_evaluate_keys_and_reproducibility():
+    lg = LinearGaussian()
+    x = lg.data(40)
+    model = lg.model(mean_scale=0.8)
+    a = metrics.evaluate(model, x, iwae_samples=20, seed=5)
+    b = metrics.evaluate(model, x, iwae_samples=20, seed=5)
+    for key in ("active_units", "latent_dim", "kl", "kl_per_dim", "mutual_info", "neg_elbo", "iwae_nll"):
+        assert key in a
+        assert a[key] == b[key]
+    assert a["latent_dim"] == 3 and len(a["kl_per_dim"]) == 3
+    assert 0.0 <= a["mutual_info"] <= math.log(40) + 1e-9
+    assert a["iwae_nll"] <= a["neg_elbo"] + 0.5
+    assert model.training  # mode restored

@@ -1,0 +1,97 @@
+"""Training loop, atomic checkpoints, Ctrl-C safety and exact resume."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from lidvae_ext import training
+from lidvae_ext.models import VAE
+from lidvae_ext.training import TrainConfig, load_checkpoint, save_checkpoint, train
+
+
+def data(n=96, d=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 3, generator=g) @ torch.rand(3, d, generator=g) / 3).clamp(0, 1)
+
+
+def make_model():
+    torch.manual_seed(0)
+    return VAE(12, 3, (16,), (16,), binarize=True)
+
+
+def cfg(epochs, **kw):
+    return TrainConfig(epochs=epochs, batch_size=32, lr=3e-3, progress=False, **kw)
+
+
+def test_training_reduces_loss_and_writes_checkpoint(tmp_path):
+    model = make_model()
+    res = train(model, data(), cfg(15), tmp_path, val_x=data(40, seed=1))
+    assert res.epochs == 15 and len(res.history) == 15
+    assert res.history[-1]["loss"] < res.history[0]["loss"] - 1.0
+    assert all("au" in h for h in res.history)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["epoch"] == 15 and state["model_config"] == model.config
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp files left
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path):
+    full = make_model()
+    train(full, data(), cfg(4), tmp_path / "full")
+    part = make_model()
+    train(part, data(), cfg(2), tmp_path / "part")
+    resumed = make_model()
+    res = train(resumed, data(), cfg(4), tmp_path / "part", resume=True)
+    assert res.resumed_from == 2 and res.epochs == 4 and len(res.history) == 4
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    # a finished run resumes to a no-op
+    again = make_model()
+    assert train(again, data(), cfg(4), tmp_path / "part", resume=True).resumed_from == 4
+    torch.testing.assert_close(again.state_dict(), full.state_dict())
+
+
+def test_resume_rejects_other_model(tmp_path):
+    train(make_model(), data(), cfg(1), tmp_path)
+    with pytest.raises(ValueError, match="different model"):
+        train(VAE(12, 4, (16,), (16,)), data(), cfg(2), tmp_path, resume=True)
+
+
+def test_ctrl_c_keeps_last_checkpoint(tmp_path):
+    def interrupt(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(make_model(), data(), cfg(5), tmp_path, on_epoch=interrupt)
+    assert load_checkpoint(tmp_path)["epoch"] == 2
+    # and continuing gives the uninterrupted trajectory
+    resumed = make_model()
+    train(resumed, data(), cfg(3), tmp_path, resume=True)
+    full = make_model()
+    train(full, data(), cfg(3), None)
+    torch.testing.assert_close(resumed.state_dict(), full.state_dict(), rtol=0, atol=0)
+
+
+def test_interrupted_save_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"format": training.CHECKPOINT_FORMAT, "value": 1})
+    real_save = torch.save
+
+    def torn_save(obj, fh, *a, **k):
+        fh.write(b"partial garbage")
+        raise KeyboardInterrupt  # Ctrl-C in the middle of writing
+
+    monkeypatch.setattr(torch, "save", torn_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"format": training.CHECKPOINT_FORMAT, "value": 2})
+    monkeypatch.setattr(torch, "save", real_save)
+    assert load_checkpoint(path)["value"] == 1
+    assert os.listdir(tmp_path) == ["checkpoint.pt"]
+
+
+def test_default_threads_positive():
+    assert training.default_num_threads() >= 1
+    assert training.default_num_threads(world_size=64) >= 1
