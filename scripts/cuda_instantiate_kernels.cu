@@ -12,10 +12,10 @@ namespace cuda {
 
 #define LIDVAE_INSTANTIATE_FUSED(T, H, ACT)                                                          \
   template __global__ void icnn_fused_forward_kernel<T, H, ACT>(                                     \
-      const T*, const T*, const T*, const T*, const T*, T*, T*, T*, T*, int64_t, int, int, T, T);    \
+      const T*, const T*, const T*, const T*, const T*, T*, T*, T*, T*, int64_t, int, int, int, T, T);       \
   template __global__ void icnn_fused_backward_kernel<T, H, ACT>(                                    \
       const T*, const T*, const T*, const T*, const T*, const T*, const T*, const T*, const T*, T*,  \
-      T*, int64_t, int, int, int, T, T);
+      T*, int64_t, int, int, int, int, T, T);
 
 #define LIDVAE_INSTANTIATE_GENERIC(T, ACT)                                                           \
   template __global__ void icnn_act_columns_kernel<T, ACT>(T*, int64_t, int64_t, const T*, int64_t,  \

@@ -16,12 +16,19 @@
 // the cuBLAS/cuSPARSE/cuSOLVER headers): kernels go to
 // c10::cuda::getCurrentCUDAStream() — the function at::cuda::getCurrentCUDAStream
 // re-exports — and device limits come from cudaDeviceGetAttribute.
+//
+// LIDVAE_CUDA_EMULATION (never set by setup.py/CMake) is for
+// scripts/cuda_emulation, which runs this file unchanged on the CPU: it swaps
+// the c10/cuda includes and the <<<>>> launch in launch_kernel() for CPU
+// stand-ins, and registers the operators under a test-only namespace.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <torch/library.h>
+#ifndef LIDVAE_CUDA_EMULATION
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
+#endif
 
 #include <algorithm>
 #include <array>
@@ -56,7 +63,7 @@ constexpr int kMaxDevices = 64;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream(); }
+[[maybe_unused]] cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream(); }
 
 // Per-device limits the launch configuration needs, queried once per device.
 struct DeviceLimits {
@@ -141,6 +148,19 @@ inline Tensor block(const Tensor& t, int64_t layer, int64_t hidden) {
 
 int64_t num_sms() { return device_limits().sms; }
 
+// Launches `kernel` on the current stream, then checks the launch.
+template <typename... KArgs, typename... Args>
+void launch_kernel(void (*kernel)(KArgs...), int64_t grid, int block, int64_t smem_bytes, Args&&... args) {
+#ifdef LIDVAE_CUDA_EMULATION
+  LIDVAE_EMU_LAUNCH(kernel, dim3(static_cast<unsigned>(grid)), dim3(static_cast<unsigned>(block)),
+                    static_cast<size_t>(smem_bytes), std::forward<Args>(args)...);
+#else
+  kernel<<<static_cast<unsigned>(grid), static_cast<unsigned>(block), static_cast<size_t>(smem_bytes),
+           current_stream()>>>(std::forward<Args>(args)...);
+#endif
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 // Grid for the grid-stride elementwise kernels (total > 0 work items).
 unsigned elementwise_grid(int64_t total) {
   return static_cast<unsigned>(
@@ -172,32 +192,28 @@ void dispatch_activation(Activation act, const Fn& fn) {
 template <typename T, Activation act>
 void launch_act_columns(T* out, int64_t out_ld, int64_t out_off, const T* pre, int64_t pre_ld,
                         int64_t pre_off, int64_t rows, int64_t cols, int64_t H, T slope) {
-  icnn_act_columns_kernel<T, act>
-      <<<elementwise_grid(rows * cols), kElementwiseThreads, 0, current_stream()>>>(
-          out, out_ld, out_off, pre, pre_ld, pre_off, rows, cols, H, slope);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_kernel(icnn_act_columns_kernel<T, act>, elementwise_grid(rows * cols), kElementwiseThreads, 0,
+                out, out_ld, out_off, pre, pre_ld, pre_off, rows, cols, H, slope);
 }
 
 template <typename T, Activation act>
 void launch_dact_scale(T* out, int64_t out_ld, int64_t out_off, const T* pre, int64_t pre_ld,
                        int64_t pre_off, const T* x, int64_t x_ld, int64_t x_off, int64_t rows,
                        int64_t cols, int64_t H, T slope) {
-  icnn_dact_scale_kernel<T, act>
-      <<<elementwise_grid(rows * cols), kElementwiseThreads, 0, current_stream()>>>(
-          out, out_ld, out_off, pre, pre_ld, pre_off, x, x_ld, x_off, rows, cols, H, slope);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_kernel(icnn_dact_scale_kernel<T, act>, elementwise_grid(rows * cols), kElementwiseThreads, 0,
+                out, out_ld, out_off, pre, pre_ld, pre_off, x, x_ld, x_off, rows, cols, H, slope);
 }
 
 template <typename T, Activation act>
 void generic_forward(const Tensor& y, const Tensor& A, const Tensor& b, const Tensor& W,
                      const Tensor& w_out, T alpha, T slope, const IcnnDims& dims, Tensor& psi,
                      Tensor& grad, Tensor& pre, Tensor& upstream) {
-  const int64_t B = dims.batch, d = dims.dim, H = dims.hidden, L = dims.layers, M = dims.stacked;
+  const int64_t B = dims.batch, K = dims.in_dim, H = dims.hidden, L = dims.layers, M = dims.stacked;
   const int64_t LH = L * H;
-  const cudaStream_t stream = current_stream();
+  const bool padded = K < dims.dim;  // y stands for [y, 0]: only A's first K columns meet it
 
   // Every input product A_l y + b_l in one GEMM: pre = b + y A^T.
-  at::addmm_out(pre, b, y, A.t());
+  at::addmm_out(pre, b, y, padded ? A.narrow(1, 0, K).t() : A.t());
   T* pre_p = pre.data_ptr<T>();
 
   // Forward through the layers; z holds z_{l-1} while layer l is formed.
@@ -213,10 +229,9 @@ void generic_forward(const Tensor& y, const Tensor& A, const Tensor& b, const Te
   Tensor delta = at::empty({B, M}, y.options());
   T* delta_p = delta.data_ptr<T>();
   T* up_p = upstream.data_ptr<T>();
-  icnn_forward_output_kernel<T, act><<<rows_grid(B), kElementwiseThreads, 0, stream>>>(
-      pre_p, psi.data_ptr<T>(), delta_p, up_p, z_p, y.data_ptr<T>(), w_out.data_ptr<T>(), B, d, H, L,
-      alpha, slope);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_kernel(icnn_forward_output_kernel<T, act>, rows_grid(B), kElementwiseThreads, 0, pre_p,
+                psi.data_ptr<T>(), delta_p, up_p, z_p, y.data_ptr<T>(), w_out.data_ptr<T>(), B, K, H, L,
+                alpha, slope);
 
   // Remaining reverse steps: e_{l-1} = W_l^T delta_l, delta_{l-1} = sigma'(a_{l-1}) e_{l-1}.
   for (int64_t l = L - 1; l >= 1; --l) {
@@ -225,8 +240,13 @@ void generic_forward(const Tensor& y, const Tensor& A, const Tensor& b, const Te
     launch_dact_scale<T, act>(delta_p, M, (l - 1) * H, pre_p, M, (l - 1) * H, up_p, LH, (l - 1) * H, B,
                               H, H, slope);
   }
-  // grad = sum_l A_l^T delta_l + alpha y: one GEMM with the stacked A.
-  at::addmm_out(grad, y, delta, A, /*beta=*/alpha, /*alpha=*/1);
+  // grad = sum_l A_l^T delta_l + alpha [y, 0]: one GEMM with the stacked A.
+  if (!padded) {
+    at::addmm_out(grad, y, delta, A, /*beta=*/alpha, /*alpha=*/1);
+  } else {
+    at::mm_out(grad, delta, A);
+    if (alpha != T(0)) grad.narrow(1, 0, K).add_(y, alpha);
+  }
 }
 
 template <typename T, Activation act>
@@ -237,9 +257,9 @@ void generic_backward(const Tensor* grad_psi, const Tensor& v, const Tensor& y, 
                       Tensor& grad_W, Tensor& grad_w_out) {
   using F = Act<act>;
   constexpr bool kCurved = F::kHiddenCurvature;
-  const int64_t B = dims.batch, H = dims.hidden, L = dims.layers, M = dims.stacked;
+  const int64_t B = dims.batch, K = dims.in_dim, H = dims.hidden, L = dims.layers, M = dims.stacked;
   const int64_t LH = L * H;
-  const cudaStream_t stream = current_stream();
+  const bool padded = K < dims.dim;  // y stands for [y, 0]
   const T* pre_p = pre.data_ptr<T>();
   const T* up_p = upstream.data_ptr<T>();
   const T* wo_p = w_out.data_ptr<T>();
@@ -257,9 +277,8 @@ void generic_backward(const Tensor* grad_psi, const Tensor& v, const Tensor& y, 
 
   // Sensitivities delta = sigma'(a) * e (delta_L = sigma'(a_L)), recomputed from the saved e.
   Tensor delta = at::empty({B, M}, y.options());
-  icnn_delta_kernel<T, act><<<elementwise_grid(B * M), kElementwiseThreads, 0, stream>>>(
-      delta.data_ptr<T>(), pre_p, up_p, B, H, L, slope);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_kernel(icnn_delta_kernel<T, act>, elementwise_grid(B * M), kElementwiseThreads, 0,
+                delta.data_ptr<T>(), pre_p, up_p, B, H, L, slope);
 
   // The CPU path skips an all-zero grad_psi after a host-side check; here a
   // defined grad_psi is always used (no device synchronisation; the extra
@@ -277,19 +296,16 @@ void generic_backward(const Tensor* grad_psi, const Tensor& v, const Tensor& y, 
   Tensor r = at::empty({B, kCurved ? M : H}, y.options());
   T* r_p = r.data_ptr<T>();
   if (!kCurved) {
-    icnn_r0_kernel<T, act><<<elementwise_grid(B * H), kElementwiseThreads, 0, stream>>>(
-        r_p, pre_p, tan_p, up_p, B, H, L, slope);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_kernel(icnn_r0_kernel<T, act>, elementwise_grid(B * H), kElementwiseThreads, 0, r_p, pre_p,
+                  tan_p, up_p, B, H, L, slope);
   } else {
-    icnn_r_out_kernel<T, act><<<rows_grid(B), kElementwiseThreads, 0, stream>>>(
-        r_p, pre_p, tan_p, zt_p, up_p, wo_p, B, H, L, slope);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_kernel(icnn_r_out_kernel<T, act>, rows_grid(B), kElementwiseThreads, 0, r_p, pre_p, tan_p,
+                  zt_p, up_p, wo_p, B, H, L, slope);
     Tensor back = L > 1 ? at::empty({B, H}, y.options()) : Tensor();
     for (int64_t l = L - 1; l >= 1; --l) {
       at::mm_out(back, block(r, l, H), W[l - 1]);
-      icnn_r_hidden_kernel<T, act><<<elementwise_grid(B * H), kElementwiseThreads, 0, stream>>>(
-          r_p, pre_p, tan_p, up_p, back.data_ptr<T>(), B, H, L, (l - 1) * H, slope);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      launch_kernel(icnn_r_hidden_kernel<T, act>, elementwise_grid(B * H), kElementwiseThreads, 0, r_p,
+                    pre_p, tan_p, up_p, back.data_ptr<T>(), B, H, L, (l - 1) * H, slope);
     }
   }
 
@@ -298,7 +314,8 @@ void generic_backward(const Tensor* grad_psi, const Tensor& v, const Tensor& y, 
   if (has_u) {
     const Tensor u_col = grad_psi->unsqueeze(1);
     ztan.addcmul_(zprim, u_col);
-    v_mix = at::addcmul(v, y, u_col);
+    v_mix = v.clone();
+    v_mix.narrow(1, 0, K).addcmul_(y, u_col);
   }
 
   // Weight gradients: dW_l = delta_l^T z~_{l-1} (+ r_l^T z_{l-1}).
@@ -312,22 +329,23 @@ void generic_backward(const Tensor* grad_psi, const Tensor& v, const Tensor& y, 
 
   // dA = delta^T v~ + r^T y; db = u^T delta + sum_batch r.
   at::mm_out(grad_A, delta.t(), v_mix);
+  Tensor grad_A_in = padded ? grad_A.narrow(1, 0, K) : grad_A;  // the columns y meets
   if (kCurved) {
-    grad_A.addmm_(r.t(), y);
+    grad_A_in.addmm_(r.t(), y);
     at::sum_out(grad_b, r, {0});
   } else {
-    grad_A.narrow(0, 0, H).addmm_(r.t(), y);
+    grad_A_in.narrow(0, 0, H).addmm_(r.t(), y);
     grad_b.zero_();
     Tensor gb0 = grad_b.narrow(0, 0, H);
     at::sum_out(gb0, r, {0});
   }
   if (has_u) grad_b.addmv_(delta.t(), *grad_psi);
 
-  // dy = u grad + sum_l A_l^T r_l + alpha v.
+  // dy = u grad + sum_l A_l^T r_l + alpha v (first K columns when y is padded).
   if (need_input_grad) {
-    const Tensor A_r = kCurved ? A : A.narrow(0, 0, H);
-    at::addmm_out(grad_y, v, r, A_r, /*beta=*/alpha, /*alpha=*/1);
-    if (has_u) grad_y.addcmul_(grad, grad_psi->unsqueeze(1));
+    const Tensor A_r = (kCurved ? A : A.narrow(0, 0, H)).narrow(1, 0, K);
+    at::addmm_out(grad_y, v.narrow(1, 0, K), r, A_r, /*beta=*/alpha, /*alpha=*/1);
+    if (has_u) grad_y.addcmul_(grad.narrow(1, 0, K), grad_psi->unsqueeze(1));
   }
 }
 
@@ -379,12 +397,10 @@ bool fused_forward(const Tensor& y, const Tensor& A, const Tensor& b, const Tens
   }
   const int64_t grid =
       std::min<int64_t>(ceil_div(dims.batch, FusedTraits<H>::kGroups), int64_t(per_sm) * limits.sms);
-  kernel<<<static_cast<unsigned>(grid), kFusedThreads, static_cast<size_t>(bytes),
-           current_stream()>>>(
-      y.data_ptr<T>(), A.data_ptr<T>(), b.data_ptr<T>(), W.data_ptr<T>(), w_out.data_ptr<T>(),
-      psi.data_ptr<T>(), grad.data_ptr<T>(), pre.data_ptr<T>(), upstream.data_ptr<T>(), dims.batch,
-      static_cast<int>(dims.dim), static_cast<int>(dims.layers), alpha, slope);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_kernel(kernel, grid, kFusedThreads, bytes, y.data_ptr<T>(), A.data_ptr<T>(), b.data_ptr<T>(),
+                W.data_ptr<T>(), w_out.data_ptr<T>(), psi.data_ptr<T>(), grad.data_ptr<T>(),
+                pre.data_ptr<T>(), upstream.data_ptr<T>(), dims.batch, static_cast<int>(dims.dim),
+                static_cast<int>(dims.in_dim), static_cast<int>(dims.layers), alpha, slope);
   return true;
 }
 
@@ -421,17 +437,15 @@ bool fused_backward(const Tensor* grad_psi, const Tensor& v, const Tensor& y, co
   const int64_t P = fused_partial_entries(d, H, L);
   // One partial row per block, zero-filled; every block adds its tiles into its own row.
   Tensor partial = at::zeros({grid, P}, y.options());
-  const cudaStream_t stream = current_stream();
-  kernel<<<static_cast<unsigned>(grid), kFusedThreads, static_cast<size_t>(bytes), stream>>>(
-      grad_psi != nullptr ? grad_psi->data_ptr<T>() : nullptr, v.data_ptr<T>(), y.data_ptr<T>(),
-      A.data_ptr<T>(), W.data_ptr<T>(), w_out.data_ptr<T>(), grad.data_ptr<T>(), pre.data_ptr<T>(),
-      upstream.data_ptr<T>(), need_input_grad ? grad_y.data_ptr<T>() : nullptr, partial.data_ptr<T>(),
-      dims.batch, static_cast<int>(d), static_cast<int>(L), slots, alpha, slope);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  icnn_reduce_partials_kernel<T><<<elementwise_grid(P), kElementwiseThreads, 0, stream>>>(
-      partial.data_ptr<T>(), static_cast<int>(grid), P, M * d, M, (L - 1) * H * H, grad_A.data_ptr<T>(),
-      grad_b.data_ptr<T>(), grad_W.data_ptr<T>(), grad_w_out.data_ptr<T>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const T* grad_psi_p = grad_psi != nullptr ? grad_psi->data_ptr<T>() : nullptr;
+  T* grad_y_p = need_input_grad ? grad_y.data_ptr<T>() : nullptr;
+  launch_kernel(kernel, grid, kFusedThreads, bytes, grad_psi_p, v.data_ptr<T>(), y.data_ptr<T>(),
+                A.data_ptr<T>(), W.data_ptr<T>(), w_out.data_ptr<T>(), grad.data_ptr<T>(), pre.data_ptr<T>(),
+                upstream.data_ptr<T>(), grad_y_p, partial.data_ptr<T>(), dims.batch, static_cast<int>(d),
+                static_cast<int>(dims.in_dim), static_cast<int>(L), slots, alpha, slope);
+  launch_kernel(icnn_reduce_partials_kernel<T>, elementwise_grid(P), kElementwiseThreads, 0,
+                partial.data_ptr<T>(), static_cast<int>(grid), P, M * d, M, (L - 1) * H * H,
+                grad_A.data_ptr<T>(), grad_b.data_ptr<T>(), grad_W.data_ptr<T>(), grad_w_out.data_ptr<T>());
   return true;
 }
 
@@ -540,7 +554,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> icnn_backward_cuda(
   Tensor grad_psi;
   if (grad_psi_in.has_value()) grad_psi = grad_psi_in->contiguous();
   const auto opts = y.options();
-  Tensor grad_y = need_input_grad ? at::empty({dims.batch, dims.dim}, opts) : at::empty({0}, opts);
+  Tensor grad_y = need_input_grad ? at::empty({dims.batch, dims.in_dim}, opts) : at::empty({0}, opts);
   Tensor grad_A = at::empty_like(A);
   Tensor grad_b = at::empty({dims.stacked}, opts);
   Tensor grad_W = at::empty_like(W);
@@ -577,7 +591,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> icnn_backward_cuda(
 }  // namespace cuda
 }  // namespace lidvae
 
+#ifndef LIDVAE_CUDA_EMULATION
 TORCH_LIBRARY_IMPL(lidvae_ext, CUDA, m) {
   m.impl("icnn_forward", &lidvae::cuda::icnn_forward_cuda);
   m.impl("icnn_backward", &lidvae::cuda::icnn_backward_cuda);
 }
+#endif

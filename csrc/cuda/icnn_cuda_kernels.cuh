@@ -16,7 +16,8 @@
 //   code) plus the fused elementwise kernels at the end of this file, step for
 //   step the CPU algorithm of csrc/cpu/icnn_cpu.cpp.
 //
-// Layout (see csrc/ops.cpp): M = L*H + 1; y (B, d); A (M, d); b (M);
+// Layout (see csrc/ops.cpp): M = L*H + 1; y (B, K) with K <= d standing for
+// the zero-padded [y, 0] when K < d (DESIGN: LIDDecoder's beta = [I; 0]); A (M, d); b (M);
 // W (L-1, H, H) with W[l-1] = W_l; w_out (H); pre (B, M) = [a_0 .. a_L];
 // upstream (B, L*H) = [e_0 .. e_{L-1}], e_{L-1} = delta_L w_out,
 // e_{l-1} = W_l^T delta_l. Column m of pre belongs to layer m / H; columns
@@ -173,7 +174,7 @@ __device__ __forceinline__ void fused_load_weights(const T* __restrict__ A, cons
 // Dynamic shared memory: fused_forward_smem_elems<H>(d, L) elements of T.
 template <typename T, int H, Activation act>
 __global__ void __launch_bounds__(kFusedThreads)
-    icnn_fused_forward_kernel(const T* __restrict__ y,         // (B, d) inputs, row-major
+    icnn_fused_forward_kernel(const T* __restrict__ y,         // (B, K) inputs, row-major
                               const T* __restrict__ A,         // (M, d) stacked input weights
                               const T* __restrict__ bias,      // (M) stacked biases
                               const T* __restrict__ W,         // (L-1, H, H) hidden weights W_1..W_{L-1}
@@ -183,7 +184,8 @@ __global__ void __launch_bounds__(kFusedThreads)
                               T* __restrict__ pre,             // (B, M) out: pre-activations a_0..a_L
                               T* __restrict__ upstream,        // (B, L*H) out: e_0..e_{L-1}
                               int64_t B,                       // batch size (> 0)
-                              int d,                           // input dimension (>= 1)
+                              int d,                           // input dimension d = A.size(1)
+                              int K,                           // columns of y, 1 <= K <= d
                               int L,                           // number of layers (>= 1)
                               T alpha,                         // strong convexity alpha >= 0
                               T slope) {                       // leaky-ReLU negative slope
@@ -212,14 +214,14 @@ __global__ void __launch_bounds__(kFusedThreads)
   const int lg = lane % G;                              // lane within the group
   const int group = static_cast<int>(threadIdx.x) / G;  // group within the block
   const unsigned mask = group_mask<G>(lane);
-  T* y_s = scratch + group * (d + 2 * M);  // y of the current sample
+  T* y_s = scratch + group * (d + 2 * M);  // y of the current sample, zero-padded to d
   T* pre_s = y_s + d;                      // its pre-activations (lane-private entries)
   T* vec_s = pre_s + M;                    // z_l (forward), then delta_l (reverse), block l
 
   for (int64_t b = int64_t(blockIdx.x) * Tr::kGroups + group; b < B;
        b += int64_t(gridDim.x) * Tr::kGroups) {
-    const T* yb = y + b * d;
-    for (int c = lg; c < d; c += G) y_s[c] = yb[c];
+    const T* yb = y + b * K;
+    for (int c = lg; c < d; c += G) y_s[c] = c < K ? yb[c] : T(0);
     __syncwarp(mask);
 
     // Hidden layers 0..L-1 (lanes over neurons).
@@ -233,7 +235,7 @@ __global__ void __launch_bounds__(kFusedThreads)
         Arow[k] = A_s + m * lda;
       }
 #pragma unroll 4
-      for (int c = 0; c < d; ++c) {
+      for (int c = 0; c < K; ++c) {  // columns c >= K of [y, 0] are zero
         const T yc = y_s[c];
 #pragma unroll
         for (int k = 0; k < NPL; ++k) acc[k] += Arow[k][c] * yc;
@@ -262,7 +264,7 @@ __global__ void __launch_bounds__(kFusedThreads)
     T part = T(0);
     T sq = T(0);
     const T* AL = A_s + LH * lda;
-    for (int c = lg; c < d; c += G) {
+    for (int c = lg; c < K; c += G) {
       const T yc = y_s[c];
       part += AL[c] * yc;
       sq += yc * yc;
@@ -303,7 +305,7 @@ __global__ void __launch_bounds__(kFusedThreads)
       __syncwarp(mask);  // delta_l visible to the whole group
     }
 
-    // grad = alpha y + sum_m A[m]^T delta[m] (delta stacked in vec_s[0..M)).
+    // grad = alpha [y, 0] + sum_m A[m]^T delta[m] (delta stacked in vec_s[0..M)).
     T* gb = grad + b * d;
     if (d >= G) {
       for (int c = lg; c < d; c += G) {
@@ -345,17 +347,18 @@ template <typename T, int H, Activation act>
 __global__ void __launch_bounds__(kFusedThreads)
     icnn_fused_backward_kernel(const T* __restrict__ grad_psi,  // (B) u = dLoss/dpsi, or nullptr (u = 0)
                                const T* __restrict__ grad_map,  // (B, d) v = dLoss/dgrad
-                               const T* __restrict__ y,         // (B, d) inputs
+                               const T* __restrict__ y,         // (B, K) inputs
                                const T* __restrict__ A,         // (M, d) stacked input weights
                                const T* __restrict__ W,         // (L-1, H, H) hidden weights
                                const T* __restrict__ w_out,     // (H) last-layer weights
                                const T* __restrict__ grad,      // (B, d) saved map (read only with grad_psi)
                                const T* __restrict__ pre,       // (B, M) saved pre-activations
                                const T* __restrict__ upstream,  // (B, L*H) saved e_0..e_{L-1}
-                               T* __restrict__ grad_y,          // (B, d) out: dLoss/dy, or nullptr (skipped)
+                               T* __restrict__ grad_y,          // (B, K) out: dLoss/dy, or nullptr (skipped)
                                T* __restrict__ partial,         // (gridDim.x, P) zero-filled per-block sums
                                int64_t B,                       // batch size (> 0)
-                               int d,                           // input dimension (>= 1)
+                               int d,                           // input dimension d = A.size(1)
+                               int K,                           // columns of y, 1 <= K <= d
                                int L,                           // number of layers (>= 1)
                                int slots_per_group,             // samples per group per tile (>= 1)
                                T alpha,                         // strong convexity alpha >= 0
@@ -382,7 +385,7 @@ __global__ void __launch_bounds__(kFusedThreads)
   T* r_t = dl_t + TS * M;   // [TS][M]   adot during the tangent pass, then r
   T* z_t = r_t + TS * M;    // [TS][LH]  z
   T* zt_t = z_t + TS * LH;  // [TS][LH]  zdot, then z~ = zdot + u z
-  T* y_t = zt_t + TS * LH;  // [TS][d]   y
+  T* y_t = zt_t + TS * LH;  // [TS][d]   y, zero-padded to d
   T* vp_t = y_t + TS * d;   // [TS][d]   v, then v~ = v + u y
   T* u_t = vp_t + TS * d;   // [TS]      u
 
@@ -414,7 +417,7 @@ __global__ void __launch_bounds__(kFusedThreads)
       const T* upb = upstream + b * LH;
       if (lg == 0) u_t[s] = u;
       for (int c = lg; c < d; c += G) {
-        ys[c] = y[b * d + c];
+        ys[c] = c < K ? y[b * K + c] : T(0);
         vp[c] = grad_map[b * d + c];
       }
       // z and delta of every hidden neuron (lane-private entries).
@@ -511,19 +514,20 @@ __global__ void __launch_bounds__(kFusedThreads)
         __syncwarp(mask);
       }
 
-      // grad_y = sum_m A[m]^T r[m] + alpha v + u grad (only r_0 for leaky ReLU).
+      // grad_y = sum_m A[m]^T r[m] + alpha v + u grad (only r_0 for leaky ReLU),
+      // first K columns.
       if (grad_y != nullptr) {
         const int Mr = kCurved ? M : H;
-        T* gy = grad_y + b * d;
-        if (d >= G) {
-          for (int c = lg; c < d; c += G) {
+        T* gy = grad_y + b * K;
+        if (K >= G) {
+          for (int c = lg; c < K; c += G) {
             T g = alpha * vp[c];
             for (int m = 0; m < Mr; ++m) g += A_s[m * lda + c] * rr[m];
             if (grad_psi != nullptr) g += u * grad[b * d + c];
             gy[c] = g;
           }
         } else {
-          for (int c = 0; c < d; ++c) {
+          for (int c = 0; c < K; ++c) {
             T p = T(0);
             for (int m = lg; m < Mr; m += G) p += A_s[m * lda + c] * rr[m];
             p = segment_sum<G>(p, mask);
@@ -537,7 +541,7 @@ __global__ void __launch_bounds__(kFusedThreads)
         __syncwarp(mask);  // every read of v done before v~ overwrites it
       }
 
-      // The potential's own gradient: z~ = zdot + u z, v~ = v + u y.
+      // The potential's own gradient: z~ = zdot + u z, v~ = v + u [y, 0].
       if (grad_psi != nullptr) {
         for (int l = 0; l < L; ++l) {
 #pragma unroll
@@ -699,10 +703,10 @@ __global__ void icnn_forward_output_kernel(T* __restrict__ pre,       // (B, M) 
                                            T* __restrict__ delta,     // (B, M) out: delta_L, delta_{L-1}
                                            T* __restrict__ upstream,  // (B, L*H) out: e_{L-1}
                                            const T* __restrict__ z,   // (B, H) z_{L-1}
-                                           const T* __restrict__ y,   // (B, d) inputs
+                                           const T* __restrict__ y,   // (B, K) inputs
                                            const T* __restrict__ w_out,  // (H) last-layer weights
                                            int64_t B,                 // batch size
-                                           int64_t d,                 // input dimension
+                                           int64_t K,                 // columns of y
                                            int64_t H,                 // width
                                            int64_t L,                 // number of layers
                                            T alpha,                   // strong convexity
@@ -716,7 +720,7 @@ __global__ void icnn_forward_output_kernel(T* __restrict__ pre,       // (B, M) 
     T part = T(0);
     for (int64_t j = lane; j < H; j += kWarpSize) part += z[i * H + j] * w_out[j];
     T sq = T(0);
-    for (int64_t k = lane; k < d; k += kWarpSize) sq += y[i * d + k] * y[i * d + k];
+    for (int64_t k = lane; k < K; k += kWarpSize) sq += y[i * K + k] * y[i * K + k];
     part = segment_sum<kWarpSize>(part, 0xffffffffu);
     sq = segment_sum<kWarpSize>(sq, 0xffffffffu);
     const T a_out = pre[i * M + M - 1] + part;
