@@ -3,17 +3,21 @@
 // Matrix products go through ATen GEMMs (MKL / OpenBLAS): the L+1 input
 // products A_l y share y and are ONE GEMM with the stacked A, and so are the
 // products with the stacked sensitivities. Everything elementwise is fused
-// into one loop per layer, parallel over the batch. For the leaky-ReLU family
-// (sigma'' = 0 after layer 0) the backward skips every curvature term that is
-// identically zero, leaving only the layer-0 term r_0.
+// into one vectorizable loop per layer (row_ops.h), parallel over the batch.
+// For the leaky-ReLU family (sigma'' = 0 after layer 0) the backward skips
+// every curvature term that is identically zero, leaving only the layer-0
+// term r_0. When the input dimension is tiny (d <= kSkinnyDim) the input-side
+// products are done row by row instead of as skinny BLAS calls, which are
+// dominated by call and packing overhead at that shape.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <tuple>
+#include <type_traits>
 
+#include "cpu/row_ops.h"
 #include "icnn_activations.h"
 #include "icnn_checks.h"
 
@@ -21,17 +25,11 @@ namespace lidvae {
 namespace {
 
 using at::Tensor;
+using cpu::for_each_row;
+using cpu::with_layer_kind;
 
-// Runs fn(row) for every row in [0, rows), in parallel chunks of roughly
-// kGrainElements elements of work.
-template <typename Fn>
-void for_each_row(int64_t rows, int64_t work_per_row, const Fn& fn) {
-  constexpr int64_t kGrainElements = 1 << 14;
-  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, work_per_row));
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) fn(row);
-  });
-}
+// Input dimensions up to this use the row-by-row input products.
+constexpr int64_t kSkinnyDim = 8;
 
 // Column block [layer*H, (layer+1)*H) of a (B, *) row-major matrix.
 inline Tensor block(const Tensor& t, int64_t layer, int64_t hidden) {
@@ -43,25 +41,33 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
                     const Tensor& w_out, T alpha, T slope, const IcnnDims& dims, Tensor& psi,
                     Tensor& grad, Tensor& pre, Tensor& upstream) {
   using F = Act<act>;
-  const int64_t B = dims.batch, K = dims.in_dim, H = dims.hidden, L = dims.layers, M = dims.stacked;
-  const int64_t LH = L * H;
-  const bool padded = K < dims.dim;  // y stands for [y, 0]: only A's first K columns meet it
-
-  // Every input product A_l y + b_l in one GEMM: pre = b + y A^T.
-  at::addmm_out(pre, b, y, padded ? A.narrow(1, 0, K).t() : A.t());
+  const int64_t B = dims.batch, d = dims.dim, K = dims.in_dim, H = dims.hidden, L = dims.layers;
+  const int64_t M = dims.stacked, LH = L * H;
+  const bool padded = K < d;  // y stands for [y, 0]: only A's first K columns meet it
+  const bool skinny = d <= kSkinnyDim;
+  const Tensor At = skinny ? A.t().contiguous() : Tensor();  // (d, M)
+  const T* At_p = skinny ? At.data_ptr<T>() : nullptr;
+  const T* y_p = y.data_ptr<T>();
   T* pre_p = pre.data_ptr<T>();
+
+  // Every input product A_l y + b_l at once: pre = b + y A^T.
+  if (skinny) {
+    const T* b_p = b.data_ptr<T>();
+    for_each_row(B, M * K, [&](int64_t i) {
+      cpu::row_skinny_product(pre_p + i * M, b_p, At_p, y_p + i * K, K, M, M);
+    });
+  } else {
+    at::addmm_out(pre, b, y, padded ? A.narrow(1, 0, K).t() : A.t());
+  }
 
   // Forward through the layers; z holds z_{l-1} while layer l is formed.
   Tensor z = at::empty({B, H}, y.options());
   T* z_p = z.data_ptr<T>();
-  for_each_row(B, H, [&](int64_t i) {
-    for (int64_t j = 0; j < H; ++j) z_p[i * H + j] = F::f0(pre_p[i * M + j], slope);
-  });
+  for_each_row(B, H, [&](int64_t i) { cpu::row_act<F, true>(z_p + i * H, pre_p + i * M, H, slope); });
   for (int64_t l = 1; l < L; ++l) {
     block(pre, l, H).addmm_(z, W[l - 1].t());
     for_each_row(B, H, [&](int64_t i) {
-      const T* a = pre_p + i * M + l * H;
-      for (int64_t j = 0; j < H; ++j) z_p[i * H + j] = F::f(a[j], slope);
+      cpu::row_act<F, false>(z_p + i * H, pre_p + i * M + l * H, H, slope);
     });
   }
 
@@ -71,40 +77,44 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
   T* delta_p = delta.data_ptr<T>();
   T* psi_p = psi.data_ptr<T>();
   T* up_p = upstream.data_ptr<T>();
-  const T* y_p = y.data_ptr<T>();
   const T* wo_p = w_out.data_ptr<T>();
-  for_each_row(B, H + K, [&](int64_t i) {
-    const T* zi = z_p + i * H;
-    T a_out = pre_p[i * M + M - 1];
-    for (int64_t j = 0; j < H; ++j) a_out += zi[j] * wo_p[j];
-    pre_p[i * M + M - 1] = a_out;
-    T sq = 0;
-    for (int64_t k = 0; k < K; ++k) sq += y_p[i * K + k] * y_p[i * K + k];
-    psi_p[i] = F::f(a_out, slope) + T(0.5) * alpha * sq;
-    const T delta_out = F::df(a_out, slope);
-    delta_p[i * M + M - 1] = delta_out;
-    T* e = up_p + i * LH + (L - 1) * H;
-    const T* a = pre_p + i * M + (L - 1) * H;
-    T* dl = delta_p + i * M + (L - 1) * H;
-    for (int64_t j = 0; j < H; ++j) {
-      e[j] = delta_out * wo_p[j];
-      dl[j] = (L == 1 ? F::df0(a[j], slope) : F::df(a[j], slope)) * e[j];
-    }
+  with_layer_kind(L == 1, [&](auto first) {
+    for_each_row(B, 2 * H + K, [&](int64_t i) {
+      const T a_out = pre_p[i * M + M - 1] + cpu::dot(z_p + i * H, wo_p, H);
+      pre_p[i * M + M - 1] = a_out;
+      const T* yi = y_p + i * K;
+      psi_p[i] = F::f(a_out, slope) + T(0.5) * alpha * cpu::dot(yi, yi, K);
+      const T delta_out = F::df(a_out, slope);
+      delta_p[i * M + M - 1] = delta_out;
+      T* e = up_p + i * LH + (L - 1) * H;
+      for (int64_t j = 0; j < H; ++j) e[j] = delta_out * wo_p[j];
+      cpu::row_dact_mul<F, decltype(first)::value>(delta_p + i * M + (L - 1) * H,
+                                                   pre_p + i * M + (L - 1) * H, e, H, slope);
+    });
   });
   // Remaining reverse steps: e_{l-1} = W_l^T delta_l, delta_{l-1} = sigma'(a_{l-1}) e_{l-1}.
   for (int64_t l = L - 1; l >= 1; --l) {
     Tensor e_prev = block(upstream, l - 1, H);
     at::mm_out(e_prev, block(delta, l, H), W[l - 1]);
-    for_each_row(B, H, [&](int64_t i) {
-      const T* a = pre_p + i * M + (l - 1) * H;
-      const T* e = up_p + i * LH + (l - 1) * H;
-      T* dl = delta_p + i * M + (l - 1) * H;
-      for (int64_t j = 0; j < H; ++j)
-        dl[j] = (l == 1 ? F::df0(a[j], slope) : F::df(a[j], slope)) * e[j];
+    with_layer_kind(l == 1, [&](auto first) {
+      for_each_row(B, H, [&](int64_t i) {
+        cpu::row_dact_mul<F, decltype(first)::value>(delta_p + i * M + (l - 1) * H,
+                                                     pre_p + i * M + (l - 1) * H,
+                                                     up_p + i * LH + (l - 1) * H, H, slope);
+      });
     });
   }
-  // grad = sum_l A_l^T delta_l + alpha y: one GEMM with the stacked A.
-  if (!padded) {
+
+  // grad = sum_l A_l^T delta_l + alpha y: one product with the stacked A.
+  if (skinny) {
+    T* g_p = grad.data_ptr<T>();
+    for_each_row(B, M * d, [&](int64_t i) {
+      for (int64_t k = 0; k < d; ++k) {
+        const T self = k < K ? alpha * y_p[i * K + k] : T(0);
+        g_p[i * d + k] = self + cpu::dot(delta_p + i * M, At_p + k * M, M);
+      }
+    });
+  } else if (!padded) {
     at::addmm_out(grad, y, delta, A, /*beta=*/alpha, /*alpha=*/1);
   } else {
     at::mm_out(grad, delta, A);
@@ -120,40 +130,42 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
                      Tensor& grad_W, Tensor& grad_w_out) {
   using F = Act<act>;
   constexpr bool kCurved = F::kHiddenCurvature;
-  const int64_t B = dims.batch, K = dims.in_dim, H = dims.hidden, L = dims.layers, M = dims.stacked;
-  const int64_t LH = L * H;
-  const bool padded = K < dims.dim;  // y stands for [y, 0]
+  const int64_t B = dims.batch, d = dims.dim, K = dims.in_dim, H = dims.hidden, L = dims.layers;
+  const int64_t M = dims.stacked, LH = L * H;
+  const bool padded = K < d;  // y stands for [y, 0]
+  const bool skinny = d <= kSkinnyDim;
+  const Tensor At = skinny ? A.t().contiguous() : Tensor();  // (d, M)
+  const T* At_p = skinny ? At.data_ptr<T>() : nullptr;
   const T* pre_p = pre.data_ptr<T>();
   const T* up_p = upstream.data_ptr<T>();
   const T* wo_p = w_out.data_ptr<T>();
+  const T* y_p = y.data_ptr<T>();
 
   // Tangent of the forward pass along v: adot = A v (+ W_l zdot_{l-1}), zdot = sigma'(a) adot.
-  Tensor tan = at::mm(v, A.t());  // (B, M)
+  Tensor tan;
+  if (skinny) {
+    tan = at::empty({B, M}, y.options());
+    T* t_p = tan.data_ptr<T>();
+    const T* v_p = v.data_ptr<T>();
+    for_each_row(B, M * d, [&](int64_t i) {
+      cpu::row_skinny_product<T>(t_p + i * M, nullptr, At_p, v_p + i * d, d, M, M);
+    });
+  } else {
+    tan = at::mm(v, A.t());  // (B, M)
+  }
   T* tan_p = tan.data_ptr<T>();
   Tensor ztan = at::empty({B, LH}, y.options());  // zdot_0 .. zdot_{L-1}
   T* zt_p = ztan.data_ptr<T>();
   for_each_row(B, H, [&](int64_t i) {
-    for (int64_t j = 0; j < H; ++j) zt_p[i * LH + j] = F::df0(pre_p[i * M + j], slope) * tan_p[i * M + j];
+    cpu::row_dact_mul<F, true>(zt_p + i * LH, pre_p + i * M, tan_p + i * M, H, slope);
   });
   for (int64_t l = 1; l < L; ++l) {
     block(tan, l, H).addmm_(block(ztan, l - 1, H), W[l - 1].t());
     for_each_row(B, H, [&](int64_t i) {
-      for (int64_t j = 0; j < H; ++j)
-        zt_p[i * LH + l * H + j] = F::df(pre_p[i * M + l * H + j], slope) * tan_p[i * M + l * H + j];
+      cpu::row_dact_mul<F, false>(zt_p + i * LH + l * H, pre_p + i * M + l * H,
+                                  tan_p + i * M + l * H, H, slope);
     });
   }
-
-  // Sensitivities delta = sigma'(a) * e (delta_L = sigma'(a_L)), recomputed from the saved e.
-  Tensor delta = at::empty({B, M}, y.options());
-  T* delta_p = delta.data_ptr<T>();
-  for_each_row(B, M, [&](int64_t i) {
-    const T* a = pre_p + i * M;
-    const T* e = up_p + i * LH;
-    T* dl = delta_p + i * M;
-    for (int64_t j = 0; j < H; ++j) dl[j] = F::df0(a[j], slope) * e[j];
-    for (int64_t j = H; j < LH; ++j) dl[j] = F::df(a[j], slope) * e[j];
-    dl[M - 1] = F::df(a[M - 1], slope);
-  });
 
   const bool has_u = grad_psi != nullptr && grad_psi->ne(0).any().item<bool>();
 
@@ -164,52 +176,56 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
     zprim = at::empty({B, LH}, y.options());
     T* zp = zprim.data_ptr<T>();
     for_each_row(B, LH, [&](int64_t i) {
-      const T* a = pre_p + i * M;
-      T* zi = zp + i * LH;
-      for (int64_t j = 0; j < H; ++j) zi[j] = F::f0(a[j], slope);
-      for (int64_t j = H; j < LH; ++j) zi[j] = F::f(a[j], slope);
+      cpu::row_act<F, true>(zp + i * LH, pre_p + i * M, H, slope);
+      cpu::row_act<F, false>(zp + i * LH + H, pre_p + i * M + H, LH - H, slope);
     });
   }
 
   // Curvature adjoints r. Leaky ReLU: only r_0 = sigma_0''(a_0) adot_0 e_0 is non-zero.
-  Tensor r = at::empty({B, kCurved ? M : H}, y.options());
+  const int64_t r_width = kCurved ? M : H;
+  Tensor r = at::empty({B, r_width}, y.options());
   T* r_p = r.data_ptr<T>();
-  if (!kCurved) {
+  if constexpr (!kCurved) {
     for_each_row(B, H, [&](int64_t i) {
-      for (int64_t j = 0; j < H; ++j)
-        r_p[i * H + j] = F::d2f0(pre_p[i * M + j], slope) * tan_p[i * M + j] * up_p[i * LH + j];
+      cpu::row_curvature_local<F, true>(r_p + i * H, pre_p + i * M, tan_p + i * M, up_p + i * LH,
+                                        H, slope);
     });
   } else {
-    // adot_L needs the last W product of the tangent pass.
-    for_each_row(B, H, [&](int64_t i) {
-      const T* zt = zt_p + i * LH + (L - 1) * H;
-      T a_dot = tan_p[i * M + M - 1];
-      for (int64_t j = 0; j < H; ++j) a_dot += zt[j] * wo_p[j];
+    // r_L = sigma''(a_L) adot_L, where adot_L needs the last W product of the tangent pass;
+    // what flows down from it into layer L-1 is back = r_L w_out.
+    Tensor back = at::empty({B, H}, y.options());
+    T* bk = back.data_ptr<T>();
+    for_each_row(B, 2 * H, [&](int64_t i) {
+      const T a_dot = tan_p[i * M + M - 1] + cpu::dot(zt_p + i * LH + (L - 1) * H, wo_p, H);
       const T r_out = F::d2f(pre_p[i * M + M - 1], slope) * a_dot;
       r_p[i * M + M - 1] = r_out;
-      const int64_t off = (L - 1) * H;
-      for (int64_t j = 0; j < H; ++j) {
-        const T a = pre_p[i * M + off + j];
-        const T d1 = L == 1 ? F::df0(a, slope) : F::df(a, slope);
-        const T d2 = L == 1 ? F::d2f0(a, slope) : F::d2f(a, slope);
-        r_p[i * M + off + j] = d2 * tan_p[i * M + off + j] * up_p[i * LH + off + j] + d1 * r_out * wo_p[j];
-      }
+      for (int64_t j = 0; j < H; ++j) bk[i * H + j] = r_out * wo_p[j];
     });
-    Tensor back = L > 1 ? at::empty({B, H}, y.options()) : Tensor();
-    for (int64_t l = L - 1; l >= 1; --l) {
-      at::mm_out(back, block(r, l, H), W[l - 1]);
-      const T* bk = back.data_ptr<T>();
+    for (int64_t l = L; l >= 1; --l) {
+      if (l < L) at::mm_out(back, block(r, l, H), W[l - 1]);
       const int64_t off = (l - 1) * H;
-      for_each_row(B, H, [&](int64_t i) {
-        for (int64_t j = 0; j < H; ++j) {
-          const T a = pre_p[i * M + off + j];
-          const T d1 = l == 1 ? F::df0(a, slope) : F::df(a, slope);
-          const T d2 = l == 1 ? F::d2f0(a, slope) : F::d2f(a, slope);
-          r_p[i * M + off + j] = d2 * tan_p[i * M + off + j] * up_p[i * LH + off + j] + d1 * bk[i * H + j];
-        }
+      with_layer_kind(l == 1, [&](auto first) {
+        for_each_row(B, H, [&](int64_t i) {
+          cpu::row_curvature<F, decltype(first)::value>(r_p + i * M + off, pre_p + i * M + off,
+                                                        tan_p + i * M + off, up_p + i * LH + off,
+                                                        bk + i * H, H, slope);
+        });
       });
     }
   }
+
+  // Sensitivities delta = sigma'(a) * e (delta_L = sigma'(a_L)), recomputed from the saved e
+  // into the tangent's buffer, which is no longer needed.
+  Tensor delta = tan;
+  T* delta_p = tan_p;
+  for_each_row(B, M, [&](int64_t i) {
+    const T* a = pre_p + i * M;
+    const T* e = up_p + i * LH;
+    T* dl = delta_p + i * M;
+    cpu::row_dact_mul<F, true>(dl, a, e, H, slope);
+    cpu::row_dact_mul<F, false>(dl + H, a + H, e + H, LH - H, slope);
+    dl[M - 1] = F::df(a[M - 1], slope);
+  });
 
   // The potential's own gradient enters through z~ = zdot + u z and v~ = v + u y.
   Tensor v_mix = v;
@@ -229,25 +245,56 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
   at::mv_out(grad_w_out, block(ztan, L - 1, H).t(), delta.select(1, M - 1));
   if (kCurved) grad_w_out.addmv_(block(zprim, L - 1, H).t(), r.select(1, M - 1));
 
-  // dA = delta^T v~ + r^T y; db = u^T delta + sum_batch r.
-  at::mm_out(grad_A, delta.t(), v_mix);
-  Tensor grad_A_in = padded ? grad_A.narrow(1, 0, K) : grad_A;  // the columns y meets
-  if (kCurved) {
-    grad_A_in.addmm_(r.t(), y);
-    at::sum_out(grad_b, r, {0});
+  // dA = delta^T v~ + r^T y (r^T y only in the first r_width rows and K columns).
+  if (skinny) {
+    // Per-thread partial sums of dA^T (d, M), reduced afterwards: deterministic
+    // for a fixed thread count, no atomics.
+    const int64_t threads = at::get_num_threads();
+    Tensor partial = at::zeros({threads, d, M}, y.options());
+    T* part_p = partial.data_ptr<T>();
+    const T* vm_p = v_mix.data_ptr<T>();
+    at::parallel_for(0, B, std::max<int64_t>(1, (1 << 14) / (M * d)), [&](int64_t begin, int64_t end) {
+      T* acc = part_p + at::get_thread_num() * d * M;
+      for (int64_t i = begin; i < end; ++i) {
+        for (int64_t k = 0; k < d; ++k)
+          cpu::row_skinny_product<T>(acc + k * M, acc + k * M, delta_p + i * M, vm_p + i * d + k, 1, M, 0);
+        for (int64_t k = 0; k < K; ++k)
+          cpu::row_skinny_product<T>(acc + k * M, acc + k * M, r_p + i * r_width, y_p + i * K + k, 1,
+                                     r_width, 0);
+      }
+    });
+    grad_A.copy_(partial.sum(0).t());
   } else {
-    grad_A_in.narrow(0, 0, H).addmm_(r.t(), y);
-    grad_b.zero_();
-    Tensor gb0 = grad_b.narrow(0, 0, H);
-    at::sum_out(gb0, r, {0});
+    at::mm_out(grad_A, delta.t(), v_mix);
+    Tensor grad_A_in = padded ? grad_A.narrow(1, 0, K) : grad_A;  // the columns y meets
+    grad_A_in.narrow(0, 0, r_width).addmm_(r.t(), y);
   }
+
+  // db = u^T delta + sum_batch r.
+  if (!kCurved) grad_b.zero_();
+  Tensor grad_b_r = grad_b.narrow(0, 0, r_width);
+  at::sum_out(grad_b_r, r, {0});
   if (has_u) grad_b.addmv_(delta.t(), *grad_psi);
 
   // dy = u grad + sum_l A_l^T r_l + alpha v (first K columns when y is padded).
   if (need_input_grad) {
-    const Tensor A_r = (kCurved ? A : A.narrow(0, 0, H)).narrow(1, 0, K);
-    at::addmm_out(grad_y, v.narrow(1, 0, K), r, A_r, /*beta=*/alpha, /*alpha=*/1);
-    if (has_u) grad_y.addcmul_(grad.narrow(1, 0, K), grad_psi->unsqueeze(1));
+    if (skinny) {
+      T* gy_p = grad_y.data_ptr<T>();
+      const T* v_p = v.data_ptr<T>();
+      const T* g_p = grad.data_ptr<T>();
+      const T* u_p = has_u ? grad_psi->data_ptr<T>() : nullptr;
+      for_each_row(B, r_width * K, [&](int64_t i) {
+        for (int64_t k = 0; k < K; ++k) {
+          T value = alpha * v_p[i * d + k] + cpu::dot(r_p + i * r_width, At_p + k * M, r_width);
+          if (u_p) value += u_p[i] * g_p[i * d + k];
+          gy_p[i * K + k] = value;
+        }
+      });
+    } else {
+      const Tensor A_r = A.narrow(0, 0, r_width).narrow(1, 0, K);
+      at::addmm_out(grad_y, v.narrow(1, 0, K), r, A_r, /*beta=*/alpha, /*alpha=*/1);
+      if (has_u) grad_y.addcmul_(grad.narrow(1, 0, K), grad_psi->unsqueeze(1));
+    }
   }
 }
 
