@@ -17,6 +17,7 @@ import torch
 
 from . import metrics, report
 from .data import Dataset, load_dataset
+from .ops import fused_available
 from .training import (
     DistInfo,
     ModelOptions,
@@ -115,10 +116,8 @@ def run_evaluate(checkpoint: str | Path, data: DataOptions | None = None, eval_o
     state = load_checkpoint(checkpoint)
     eval_opts = eval_opts or EvalOptions()
     cfg_backend = state["model_config"].get("backend")
-    if backend is None and cfg_backend == "fused":
-        from .ops import fused_available
-
-        backend = None if fused_available("cpu") else "auto"
+    if backend is None and cfg_backend == "fused" and not fused_available("cpu"):
+        backend = "auto"
     model = model_from_checkpoint(state, backend=backend)
     data = data or DataOptions(**state.get("data", {}))
     lik = state["model_config"]["likelihood"]["kind"]
@@ -164,6 +163,7 @@ def run_compare(specs: list[ModelSpec], data: DataOptions, model_opts: ModelOpti
                 "models": [s.name for s in specs], "model_options": asdict(model_opts), "train": asdict(train_cfg),
                 "eval": asdict(eval_opts), "au_threshold": eval_opts.au_threshold,
                 "threads": torch.get_num_threads(), "world_size": info.world_size,
+                "fused_kernels": fused_available("cpu"), "torch": torch.__version__,
                 "total_seconds": None}
         if figures:
             report.write_figures(models, eval_test_images(ds, models), results, ds.image_shape, out,
