@@ -87,8 +87,8 @@ IcnnDims check_backward_args(const c10::optional<at::Tensor>& grad_psi, const at
   check_shape(grad_map, {dims.batch, dims.dim}, "grad_map", "(B, d)", op);
   check_shape(grad, {dims.batch, dims.dim}, "grad", "(B, d) (the map from icnn_forward)", op);
   check_shape(pre, {dims.batch, dims.stacked}, "pre", "(B, L*H+1) (saved by icnn_forward)", op);
-  check_shape(upstream, {dims.batch, dims.layers * dims.hidden}, "upstream",
-              "(B, L*H) (saved by icnn_forward)", op);
+  check_shape(upstream, {dims.batch, (dims.layers - 1) * dims.hidden}, "upstream",
+              "(B, (L-1)*H) (saved by icnn_forward)", op);
   check_float_like(grad_map, y, "grad_map", op);
   check_float_like(grad, y, "grad", op);
   check_float_like(pre, y, "pre", op);

@@ -14,7 +14,8 @@
 TORCH_LIBRARY(lidvae_ext, m) {
   // Potential psi(y) (B), Brenier map grad psi(y) (B, d), and the two
   // activations the closed-form backward needs: pre-activations a (B, M) and
-  // upstream sensitivities e_l = W_{l+1}^T delta_{l+1} for l < L (B, L*H).
+  // upstream sensitivities e_l = W_{l+1}^T delta_{l+1} for l < L-1
+  // (B, (L-1)*H); e_{L-1} = sigma'(a_L) w_out is rebuilt from a_L.
   m.def(
       "icnn_forward(Tensor y, Tensor A, Tensor b, Tensor W, Tensor w_out, "
       "float strong_convexity, str activation, float negative_slope) "

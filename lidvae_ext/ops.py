@@ -93,7 +93,7 @@ def _fake_forward(y, A, b, W, w_out, strong_convexity, activation, negative_slop
         y.new_empty(batch),
         y.new_empty(batch, A.shape[1]),
         y.new_empty(batch, A.shape[0]),
-        y.new_empty(batch, (num_layers) * hidden),
+        y.new_empty(batch, (num_layers - 1) * hidden),
     )
 
 

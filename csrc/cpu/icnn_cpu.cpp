@@ -15,6 +15,7 @@
 #include <torch/library.h>
 
 #include <tuple>
+#include <utility>
 #include <type_traits>
 
 #include "cpu/row_ops.h"
@@ -42,7 +43,7 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
                     Tensor& grad, Tensor& pre, Tensor& upstream) {
   using F = Act<act>;
   const int64_t B = dims.batch, d = dims.dim, K = dims.in_dim, H = dims.hidden, L = dims.layers;
-  const int64_t M = dims.stacked, LH = L * H;
+  const int64_t M = dims.stacked, LH = L * H, LHs = (L - 1) * H;  // LHs: saved upstream width
   const bool padded = K < d;  // y stands for [y, 0]: only A's first K columns meet it
   const bool skinny = d <= kSkinnyDim;
   const Tensor At = skinny ? A.t().contiguous() : Tensor();  // (d, M)
@@ -71,8 +72,9 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
     });
   }
 
-  // Output layer, potential, and the first reverse step:
-  // delta_L = sigma'(a_L), e_{L-1} = delta_L w_out, delta_{L-1} = sigma'(a_{L-1}) e_{L-1}.
+  // Output layer, potential, and the first reverse step: delta_L = sigma'(a_L),
+  // delta_{L-1} = sigma'(a_{L-1}) e_{L-1} with e_{L-1} = delta_L w_out (not stored:
+  // the backward rebuilds it from a_L for free).
   Tensor delta = at::empty({B, M}, y.options());
   T* delta_p = delta.data_ptr<T>();
   T* psi_p = psi.data_ptr<T>();
@@ -86,10 +88,9 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
       psi_p[i] = F::f(a_out, slope) + T(0.5) * alpha * cpu::dot(yi, yi, K);
       const T delta_out = F::df(a_out, slope);
       delta_p[i * M + M - 1] = delta_out;
-      T* e = up_p + i * LH + (L - 1) * H;
-      for (int64_t j = 0; j < H; ++j) e[j] = delta_out * wo_p[j];
       cpu::row_dact_mul<F, decltype(first)::value>(delta_p + i * M + (L - 1) * H,
-                                                   pre_p + i * M + (L - 1) * H, e, H, slope);
+                                                   pre_p + i * M + (L - 1) * H, wo_p, delta_out, H,
+                                                   slope);
     });
   });
   // Remaining reverse steps: e_{l-1} = W_l^T delta_l, delta_{l-1} = sigma'(a_{l-1}) e_{l-1}.
@@ -100,7 +101,7 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
       for_each_row(B, H, [&](int64_t i) {
         cpu::row_dact_mul<F, decltype(first)::value>(delta_p + i * M + (l - 1) * H,
                                                      pre_p + i * M + (l - 1) * H,
-                                                     up_p + i * LH + (l - 1) * H, H, slope);
+                                                     up_p + i * LHs + (l - 1) * H, T(1), H, slope);
       });
     });
   }
@@ -131,7 +132,7 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
   using F = Act<act>;
   constexpr bool kCurved = F::kHiddenCurvature;
   const int64_t B = dims.batch, d = dims.dim, K = dims.in_dim, H = dims.hidden, L = dims.layers;
-  const int64_t M = dims.stacked, LH = L * H;
+  const int64_t M = dims.stacked, LH = L * H, LHs = (L - 1) * H;  // LHs: saved upstream width
   const bool padded = K < d;  // y stands for [y, 0]
   const bool skinny = d <= kSkinnyDim;
   const Tensor At = skinny ? A.t().contiguous() : Tensor();  // (d, M)
@@ -140,6 +141,13 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
   const T* up_p = upstream.data_ptr<T>();
   const T* wo_p = w_out.data_ptr<T>();
   const T* y_p = y.data_ptr<T>();
+
+  // e_l = W_{l+1}^T delta_{l+1} of sample i as (pointer, scale): saved for l < L-1; the last
+  // one is delta_L * w_out with delta_L = sigma'(a_L), rebuilt here instead of stored.
+  auto upstream_row = [&](int64_t i, int64_t l) -> std::pair<const T*, T> {
+    if (l < L - 1) return {up_p + i * LHs + l * H, T(1)};
+    return {wo_p, F::df(pre_p[i * M + M - 1], slope)};
+  };
 
   // Tangent of the forward pass along v: adot = A v (+ W_l zdot_{l-1}), zdot = sigma'(a) adot.
   Tensor tan;
@@ -157,13 +165,13 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
   Tensor ztan = at::empty({B, LH}, y.options());  // zdot_0 .. zdot_{L-1}
   T* zt_p = ztan.data_ptr<T>();
   for_each_row(B, H, [&](int64_t i) {
-    cpu::row_dact_mul<F, true>(zt_p + i * LH, pre_p + i * M, tan_p + i * M, H, slope);
+    cpu::row_dact_mul<F, true>(zt_p + i * LH, pre_p + i * M, tan_p + i * M, T(1), H, slope);
   });
   for (int64_t l = 1; l < L; ++l) {
     block(tan, l, H).addmm_(block(ztan, l - 1, H), W[l - 1].t());
     for_each_row(B, H, [&](int64_t i) {
       cpu::row_dact_mul<F, false>(zt_p + i * LH + l * H, pre_p + i * M + l * H,
-                                  tan_p + i * M + l * H, H, slope);
+                                  tan_p + i * M + l * H, T(1), H, slope);
     });
   }
 
@@ -187,8 +195,8 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
   T* r_p = r.data_ptr<T>();
   if constexpr (!kCurved) {
     for_each_row(B, H, [&](int64_t i) {
-      cpu::row_curvature_local<F, true>(r_p + i * H, pre_p + i * M, tan_p + i * M, up_p + i * LH,
-                                        H, slope);
+      const auto [e, c] = upstream_row(i, 0);
+      cpu::row_curvature_local<F, true>(r_p + i * H, pre_p + i * M, tan_p + i * M, e, c, H, slope);
     });
   } else {
     // r_L = sigma''(a_L) adot_L, where adot_L needs the last W product of the tangent pass;
@@ -206,9 +214,10 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
       const int64_t off = (l - 1) * H;
       with_layer_kind(l == 1, [&](auto first) {
         for_each_row(B, H, [&](int64_t i) {
+          const auto [e, c] = upstream_row(i, l - 1);
           cpu::row_curvature<F, decltype(first)::value>(r_p + i * M + off, pre_p + i * M + off,
-                                                        tan_p + i * M + off, up_p + i * LH + off,
-                                                        bk + i * H, H, slope);
+                                                        tan_p + i * M + off, e, c, bk + i * H, H,
+                                                        slope);
         });
       });
     }
@@ -220,10 +229,13 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
   T* delta_p = tan_p;
   for_each_row(B, M, [&](int64_t i) {
     const T* a = pre_p + i * M;
-    const T* e = up_p + i * LH;
     T* dl = delta_p + i * M;
-    cpu::row_dact_mul<F, true>(dl, a, e, H, slope);
-    cpu::row_dact_mul<F, false>(dl + H, a + H, e + H, LH - H, slope);
+    const auto [e0, c0] = upstream_row(i, 0);
+    cpu::row_dact_mul<F, true>(dl, a, e0, c0, H, slope);
+    for (int64_t l = 1; l < L; ++l) {
+      const auto [e, c] = upstream_row(i, l);
+      cpu::row_dact_mul<F, false>(dl + l * H, a + l * H, e, c, H, slope);
+    }
     dl[M - 1] = F::df(a[M - 1], slope);
   });
 
@@ -324,7 +336,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> icnn_forward_cpu(
   Tensor psi = at::empty({dims.batch}, opts);
   Tensor grad = at::empty({dims.batch, dims.dim}, opts);
   Tensor pre = at::empty({dims.batch, dims.stacked}, opts);
-  Tensor upstream = at::empty({dims.batch, dims.layers * dims.hidden}, opts);
+  Tensor upstream = at::empty({dims.batch, (dims.layers - 1) * dims.hidden}, opts);
   if (dims.batch == 0) return {psi, grad, pre, upstream};
   const Activation act = parse_activation(act_name, op);
   AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "icnn_forward_cpu", [&] {

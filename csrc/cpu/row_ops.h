@@ -42,26 +42,27 @@ inline void row_act(T* __restrict__ z, const T* __restrict__ a, int64_t n, T s) 
   for (int64_t j = 0; j < n; ++j) z[j] = act<F, kFirst>(a[j], s);
 }
 
-// out = sigma'(a) * x
+// out = sigma'(a) * (c * x)
 template <typename F, bool kFirst, typename T>
 inline void row_dact_mul(T* __restrict__ out, const T* __restrict__ a, const T* __restrict__ x,
-                         int64_t n, T s) {
-  for (int64_t j = 0; j < n; ++j) out[j] = dact<F, kFirst>(a[j], s) * x[j];
+                         T c, int64_t n, T s) {
+  for (int64_t j = 0; j < n; ++j) out[j] = dact<F, kFirst>(a[j], s) * (c * x[j]);
 }
 
-// out = sigma''(a) * x * e + sigma'(a) * back   (curvature adjoint r_l)
+// out = sigma''(a) * x * (c * e) + sigma'(a) * back   (curvature adjoint r_l)
 template <typename F, bool kFirst, typename T>
 inline void row_curvature(T* __restrict__ out, const T* __restrict__ a, const T* __restrict__ x,
-                          const T* __restrict__ e, const T* __restrict__ back, int64_t n, T s) {
+                          const T* __restrict__ e, T c, const T* __restrict__ back, int64_t n, T s) {
   for (int64_t j = 0; j < n; ++j)
-    out[j] = d2act<F, kFirst>(a[j], s) * x[j] * e[j] + dact<F, kFirst>(a[j], s) * back[j];
+    out[j] = d2act<F, kFirst>(a[j], s) * x[j] * (c * e[j]) + dact<F, kFirst>(a[j], s) * back[j];
 }
 
-// out = sigma''(a) * x * e   (curvature adjoint when nothing comes from above)
+// out = sigma''(a) * x * (c * e)   (curvature adjoint when nothing comes from above)
 template <typename F, bool kFirst, typename T>
 inline void row_curvature_local(T* __restrict__ out, const T* __restrict__ a,
-                                const T* __restrict__ x, const T* __restrict__ e, int64_t n, T s) {
-  for (int64_t j = 0; j < n; ++j) out[j] = d2act<F, kFirst>(a[j], s) * x[j] * e[j];
+                                const T* __restrict__ x, const T* __restrict__ e, T c, int64_t n,
+                                T s) {
+  for (int64_t j = 0; j < n; ++j) out[j] = d2act<F, kFirst>(a[j], s) * x[j] * (c * e[j]);
 }
 
 template <typename T>

@@ -209,7 +209,7 @@ void generic_forward(const Tensor& y, const Tensor& A, const Tensor& b, const Te
                      const Tensor& w_out, T alpha, T slope, const IcnnDims& dims, Tensor& psi,
                      Tensor& grad, Tensor& pre, Tensor& upstream) {
   const int64_t B = dims.batch, K = dims.in_dim, H = dims.hidden, L = dims.layers, M = dims.stacked;
-  const int64_t LH = L * H;
+  const int64_t LHs = (L - 1) * H;  // saved upstream width
   const bool padded = K < dims.dim;  // y stands for [y, 0]: only A's first K columns meet it
 
   // Every input product A_l y + b_l in one GEMM: pre = b + y A^T.
@@ -225,19 +225,20 @@ void generic_forward(const Tensor& y, const Tensor& A, const Tensor& b, const Te
     launch_act_columns<T, act>(z_p, H, 0, pre_p, M, l * H, B, H, H, slope);
   }
 
-  // Output layer, potential and the first reverse step.
+  // Output layer, potential and the first reverse step (e_{L-1} = delta_L w_out
+  // is not saved: the backward rebuilds it from a_L).
   Tensor delta = at::empty({B, M}, y.options());
   T* delta_p = delta.data_ptr<T>();
   T* up_p = upstream.data_ptr<T>();
   launch_kernel(icnn_forward_output_kernel<T, act>, rows_grid(B), kElementwiseThreads, 0, pre_p,
-                psi.data_ptr<T>(), delta_p, up_p, z_p, y.data_ptr<T>(), w_out.data_ptr<T>(), B, K, H, L,
-                alpha, slope);
+                psi.data_ptr<T>(), delta_p, z_p, y.data_ptr<T>(), w_out.data_ptr<T>(), B, K, H, L, alpha,
+                slope);
 
   // Remaining reverse steps: e_{l-1} = W_l^T delta_l, delta_{l-1} = sigma'(a_{l-1}) e_{l-1}.
   for (int64_t l = L - 1; l >= 1; --l) {
     Tensor e_prev = block(upstream, l - 1, H);
     at::mm_out(e_prev, block(delta, l, H), W[l - 1]);
-    launch_dact_scale<T, act>(delta_p, M, (l - 1) * H, pre_p, M, (l - 1) * H, up_p, LH, (l - 1) * H, B,
+    launch_dact_scale<T, act>(delta_p, M, (l - 1) * H, pre_p, M, (l - 1) * H, up_p, LHs, (l - 1) * H, B,
                               H, H, slope);
   }
   // grad = sum_l A_l^T delta_l + alpha [y, 0]: one GEMM with the stacked A.
@@ -278,7 +279,7 @@ void generic_backward(const Tensor* grad_psi, const Tensor& v, const Tensor& y, 
   // Sensitivities delta = sigma'(a) * e (delta_L = sigma'(a_L)), recomputed from the saved e.
   Tensor delta = at::empty({B, M}, y.options());
   launch_kernel(icnn_delta_kernel<T, act>, elementwise_grid(B * M), kElementwiseThreads, 0,
-                delta.data_ptr<T>(), pre_p, up_p, B, H, L, slope);
+                delta.data_ptr<T>(), pre_p, up_p, wo_p, B, H, L, slope);
 
   // The CPU path skips an all-zero grad_psi after a host-side check; here a
   // defined grad_psi is always used (no device synchronisation; the extra
@@ -297,10 +298,10 @@ void generic_backward(const Tensor* grad_psi, const Tensor& v, const Tensor& y, 
   T* r_p = r.data_ptr<T>();
   if (!kCurved) {
     launch_kernel(icnn_r0_kernel<T, act>, elementwise_grid(B * H), kElementwiseThreads, 0, r_p, pre_p,
-                  tan_p, up_p, B, H, L, slope);
+                  tan_p, up_p, wo_p, B, H, L, slope);
   } else {
     launch_kernel(icnn_r_out_kernel<T, act>, rows_grid(B), kElementwiseThreads, 0, r_p, pre_p, tan_p,
-                  zt_p, up_p, wo_p, B, H, L, slope);
+                  zt_p, wo_p, B, H, L, slope);
     Tensor back = L > 1 ? at::empty({B, H}, y.options()) : Tensor();
     for (int64_t l = L - 1; l >= 1; --l) {
       at::mm_out(back, block(r, l, H), W[l - 1]);
@@ -514,7 +515,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> icnn_forward_cuda(
   Tensor psi = at::empty({dims.batch}, opts);
   Tensor grad = at::empty({dims.batch, dims.dim}, opts);
   Tensor pre = at::empty({dims.batch, dims.stacked}, opts);
-  Tensor upstream = at::empty({dims.batch, dims.layers * dims.hidden}, opts);
+  Tensor upstream = at::empty({dims.batch, (dims.layers - 1) * dims.hidden}, opts);
   if (dims.batch == 0) return {psi, grad, pre, upstream};
   const Activation act = parse_activation(act_name, op);
   AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "icnn_forward_cuda", [&] {

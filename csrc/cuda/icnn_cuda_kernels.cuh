@@ -19,9 +19,10 @@
 // Layout (see csrc/ops.cpp): M = L*H + 1; y (B, K) with K <= d standing for
 // the zero-padded [y, 0] when K < d (DESIGN: LIDDecoder's beta = [I; 0]); A (M, d); b (M);
 // W (L-1, H, H) with W[l-1] = W_l; w_out (H); pre (B, M) = [a_0 .. a_L];
-// upstream (B, L*H) = [e_0 .. e_{L-1}], e_{L-1} = delta_L w_out,
-// e_{l-1} = W_l^T delta_l. Column m of pre belongs to layer m / H; columns
-// m < H (layer 0) use sigma_0, all others sigma.
+// upstream (B, (L-1)*H) = [e_0 .. e_{L-2}] with e_{l-1} = W_l^T delta_l; the
+// last one, e_{L-1} = delta_L w_out with delta_L = sigma'(a_L), is not saved
+// but rebuilt from a_L. Column m of pre belongs to layer m / H; columns m < H
+// (layer 0) use sigma_0, all others sigma.
 #pragma once
 
 #include <cstdint>
@@ -182,7 +183,7 @@ __global__ void __launch_bounds__(kFusedThreads)
                               T* __restrict__ psi,             // (B) out: potential psi(y)
                               T* __restrict__ grad,            // (B, d) out: Brenier map grad psi(y)
                               T* __restrict__ pre,             // (B, M) out: pre-activations a_0..a_L
-                              T* __restrict__ upstream,        // (B, L*H) out: e_0..e_{L-1}
+                              T* __restrict__ upstream,        // (B, (L-1)*H) out: e_0..e_{L-2}
                               int64_t B,                       // batch size (> 0)
                               int d,                           // input dimension d = A.size(1)
                               int K,                           // columns of y, 1 <= K <= d
@@ -196,6 +197,7 @@ __global__ void __launch_bounds__(kFusedThreads)
   constexpr int ldw = H + 1;
   const int M = L * H + 1;
   const int LH = L * H;
+  const int LHs = (L - 1) * H;  // saved upstream width
   const int lda = static_cast<int>(fused_lda(d));
 
   extern __shared__ __align__(16) unsigned char fused_smem_raw[];
@@ -282,8 +284,9 @@ __global__ void __launch_bounds__(kFusedThreads)
       vec_s[LH] = delta_out;
     }
 
-    // Reverse: e_l and delta_l for l = L-1 .. 0. Step l reads block l+1 of
-    // vec_s (delta_{l+1}) and overwrites block l (z_l, no longer needed).
+    // Reverse: e_l and delta_l for l = L-1 .. 0 (e_l saved for l < L-1). Step
+    // l reads block l+1 of vec_s (delta_{l+1}) and overwrites block l (z_l,
+    // no longer needed).
     for (int l = L - 1; l >= 0; --l) {
 #pragma unroll
       for (int k = 0; k < NPL; ++k) {
@@ -297,8 +300,8 @@ __global__ void __launch_bounds__(kFusedThreads)
           e = T(0);
 #pragma unroll 8
           for (int j = 0; j < H; ++j) e += Wn[j * ldw + i] * dn[j];
+          upstream[b * LHs + l * H + i] = e;
         }
-        upstream[b * LH + l * H + i] = e;
         const T a = pre_s[l * H + i];
         vec_s[l * H + i] = (l == 0 ? F::df0(a, slope) : F::df(a, slope)) * e;
       }
@@ -353,7 +356,7 @@ __global__ void __launch_bounds__(kFusedThreads)
                                const T* __restrict__ w_out,     // (H) last-layer weights
                                const T* __restrict__ grad,      // (B, d) saved map (read only with grad_psi)
                                const T* __restrict__ pre,       // (B, M) saved pre-activations
-                               const T* __restrict__ upstream,  // (B, L*H) saved e_0..e_{L-1}
+                               const T* __restrict__ upstream,  // (B, (L-1)*H) saved e_0..e_{L-2}
                                T* __restrict__ grad_y,          // (B, K) out: dLoss/dy, or nullptr (skipped)
                                T* __restrict__ partial,         // (gridDim.x, P) zero-filled per-block sums
                                int64_t B,                       // batch size (> 0)
@@ -371,6 +374,7 @@ __global__ void __launch_bounds__(kFusedThreads)
   constexpr int ldw = H + 1;
   const int M = L * H + 1;
   const int LH = L * H;
+  const int LHs = (L - 1) * H;  // saved upstream width
   const int lda = static_cast<int>(fused_lda(d));
   const int TS = Tr::kGroups * slots_per_group;
   const int Md = M * d;
@@ -414,7 +418,13 @@ __global__ void __launch_bounds__(kFusedThreads)
       T* vp = vp_t + s * d;
       const T u = grad_psi != nullptr ? grad_psi[b] : T(0);
       const T* preb = pre + b * M;
-      const T* upb = upstream + b * LH;
+      const T a_out = preb[LH];
+      const T delta_out = F::df(a_out, slope);
+      const T* upb = upstream + b * LHs;
+      // e_l[i]: saved for l < L-1; e_{L-1} = delta_L w_out is rebuilt.
+      auto upstream_at = [&](int l, int i) -> T {
+        return l < L - 1 ? upb[l * H + i] : delta_out * wo_s[i];
+      };
       if (lg == 0) u_t[s] = u;
       for (int c = lg; c < d; c += G) {
         ys[c] = c < K ? y[b * K + c] : T(0);
@@ -427,11 +437,10 @@ __global__ void __launch_bounds__(kFusedThreads)
           const int m = l * H + lg + k * G;
           const T a = preb[m];
           zz[m] = l == 0 ? F::f0(a, slope) : F::f(a, slope);
-          dl[m] = (l == 0 ? F::df0(a, slope) : F::df(a, slope)) * upb[m];
+          dl[m] = (l == 0 ? F::df0(a, slope) : F::df(a, slope)) * upstream_at(l, lg + k * G);
         }
       }
-      const T a_out = preb[LH];
-      if (lg == 0) dl[LH] = F::df(a_out, slope);
+      if (lg == 0) dl[LH] = delta_out;
       __syncwarp(mask);  // v visible to the group
 
       // Tangent pass: adot_l (kept in rr) and zdot_l (in zt).
@@ -499,7 +508,7 @@ __global__ void __launch_bounds__(kFusedThreads)
             const T a = preb[m];
             const T d1 = l == 1 ? F::df0(a, slope) : F::df(a, slope);
             const T d2 = l == 1 ? F::d2f0(a, slope) : F::d2f(a, slope);
-            rr[m] = d2 * rr[m] * upb[m] + d1 * t;
+            rr[m] = d2 * rr[m] * upstream_at(l - 1, i) + d1 * t;
           }
           __syncwarp(mask);  // r_{l-1} visible to the group
         }
@@ -508,7 +517,7 @@ __global__ void __launch_bounds__(kFusedThreads)
 #pragma unroll
         for (int k = 0; k < NPL; ++k) {
           const int i = lg + k * G;
-          rr[i] = F::d2f0(preb[i], slope) * rr[i] * upb[i];
+          rr[i] = F::d2f0(preb[i], slope) * rr[i] * upstream_at(0, i);
         }
         for (int m = H + lg; m < M; m += G) rr[m] = T(0);
         __syncwarp(mask);
@@ -672,36 +681,44 @@ __global__ void icnn_dact_scale_kernel(T* __restrict__ out,        // (rows, out
   }
 }
 
-// delta[i, m] = sigma'_m(a) e[i, m] for m < L*H, delta[i, M-1] = sigma'(a_L).
+// delta[i, m] = sigma'_m(a) e[i, m] for m < L*H (e_{L-1} = sigma'(a_L) w_out
+// rebuilt), delta[i, M-1] = sigma'(a_L).
 template <typename T, Activation act>
 __global__ void icnn_delta_kernel(T* __restrict__ delta,           // (B, M) out: stacked delta
                                   const T* __restrict__ pre,       // (B, M) pre-activations
-                                  const T* __restrict__ upstream,  // (B, L*H) e_0..e_{L-1}
+                                  const T* __restrict__ upstream,  // (B, (L-1)*H) e_0..e_{L-2}
+                                  const T* __restrict__ w_out,     // (H) last-layer weights
                                   int64_t rows,                    // B
                                   int64_t H,                       // width
                                   int64_t L,                       // number of layers
                                   T slope) {                       // leaky-ReLU negative slope
   const int64_t M = L * H + 1;
-  const int64_t LH = L * H;
+  const int64_t LHs = (L - 1) * H;
   const int64_t total = rows * M;
   for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = idx / M;
     const int64_t m = idx - i * M;
     const T a = pre[idx];
-    delta[idx] = m < LH ? dsigma_col<act>(m, H, a, slope) * upstream[i * LH + m]
-                        : Act<act>::df(a, slope);
+    if (m < LHs) {
+      delta[idx] = dsigma_col<act>(m, H, a, slope) * upstream[i * LHs + m];
+    } else if (m < M - 1) {
+      const T delta_out = Act<act>::df(pre[i * M + M - 1], slope);
+      delta[idx] = dsigma_col<act>(m, H, a, slope) * (delta_out * w_out[m - LHs]);
+    } else {
+      delta[idx] = Act<act>::df(a, slope);
+    }
   }
 }
 
 // Forward output layer, one warp per row: a_L += w_out . z_{L-1};
 // psi = sigma(a_L) + alpha/2 |y|^2; delta_L = sigma'(a_L);
-// e_{L-1} = delta_L w_out; delta_{L-1} = sigma'_{L-1}(a_{L-1}) e_{L-1}.
+// delta_{L-1} = sigma'_{L-1}(a_{L-1}) e_{L-1} with e_{L-1} = delta_L w_out
+// (not saved: the backward rebuilds it from a_L).
 template <typename T, Activation act>
 __global__ void icnn_forward_output_kernel(T* __restrict__ pre,       // (B, M) in/out: a_L completed
                                            T* __restrict__ psi,       // (B) out: potential
                                            T* __restrict__ delta,     // (B, M) out: delta_L, delta_{L-1}
-                                           T* __restrict__ upstream,  // (B, L*H) out: e_{L-1}
                                            const T* __restrict__ z,   // (B, H) z_{L-1}
                                            const T* __restrict__ y,   // (B, K) inputs
                                            const T* __restrict__ w_out,  // (H) last-layer weights
@@ -712,7 +729,6 @@ __global__ void icnn_forward_output_kernel(T* __restrict__ pre,       // (B, M) 
                                            T alpha,                   // strong convexity
                                            T slope) {                 // leaky-ReLU negative slope
   const int64_t M = L * H + 1;
-  const int64_t LH = L * H;
   const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
   const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
   for (int64_t i = int64_t(blockIdx.x) * kRowsPerBlock + warp; i < B;
@@ -733,44 +749,45 @@ __global__ void icnn_forward_output_kernel(T* __restrict__ pre,       // (B, M) 
     }
     const int64_t off = (L - 1) * H;
     for (int64_t j = lane; j < H; j += kWarpSize) {
-      const T e = delta_out * w_out[j];
-      upstream[i * LH + off + j] = e;
-      delta[i * M + off + j] = dsigma_col<act>(off + j, H, pre[i * M + off + j], slope) * e;
+      delta[i * M + off + j] = dsigma_col<act>(off + j, H, pre[i * M + off + j], slope) * (delta_out * w_out[j]);
     }
   }
 }
 
 // Leaky-ReLU curvature adjoint (only layer 0):
-// r[i, j] = sigma_0''(a_0) adot_0 e_0, j < H; r is (B, H).
+// r[i, j] = sigma_0''(a_0) adot_0 e_0, j < H; r is (B, H). For L = 1,
+// e_0 = sigma'(a_L) w_out is rebuilt.
 template <typename T, Activation act>
 __global__ void icnn_r0_kernel(T* __restrict__ r,               // (B, H) out
                                const T* __restrict__ pre,       // (B, M) pre-activations
                                const T* __restrict__ tan,       // (B, M) tangent adot
-                               const T* __restrict__ upstream,  // (B, L*H) e
+                               const T* __restrict__ upstream,  // (B, (L-1)*H) e_0..e_{L-2}
+                               const T* __restrict__ w_out,     // (H) last-layer weights
                                int64_t rows,                    // B
                                int64_t H,                       // width
                                int64_t L,                       // number of layers
                                T slope) {                       // leaky-ReLU negative slope
   const int64_t M = L * H + 1;
-  const int64_t LH = L * H;
+  const int64_t LHs = (L - 1) * H;
   const int64_t total = rows * H;
   for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = idx / H;
     const int64_t j = idx - i * H;
-    r[idx] = Act<act>::d2f0(pre[i * M + j], slope) * tan[i * M + j] * upstream[i * LH + j];
+    const T e = L > 1 ? upstream[i * LHs + j] : Act<act>::df(pre[i * M + M - 1], slope) * w_out[j];
+    r[idx] = Act<act>::d2f0(pre[i * M + j], slope) * tan[i * M + j] * e;
   }
 }
 
 // Curved activations, top of the adjoint pass, one warp per row:
 // adot_L = tan[i, M-1] + w_out . zdot_{L-1}; r_L = sigma''(a_L) adot_L;
-// r_{L-1} = sigma''(a) adot e + sigma'(a) r_L w_out (block L-1 of r).
+// r_{L-1} = sigma''(a) adot e_{L-1} + sigma'(a) r_L w_out (block L-1 of r),
+// with e_{L-1} = sigma'(a_L) w_out.
 template <typename T, Activation act>
 __global__ void icnn_r_out_kernel(T* __restrict__ r,               // (B, M) out: r_L, r_{L-1}
                                   const T* __restrict__ pre,       // (B, M) pre-activations
                                   const T* __restrict__ tan,       // (B, M) tangent adot
                                   const T* __restrict__ ztan,      // (B, L*H) zdot
-                                  const T* __restrict__ upstream,  // (B, L*H) e
                                   const T* __restrict__ w_out,     // (H) last-layer weights
                                   int64_t B,                       // batch size
                                   int64_t H,                       // width
@@ -787,13 +804,15 @@ __global__ void icnn_r_out_kernel(T* __restrict__ r,               // (B, M) out
     for (int64_t j = lane; j < H; j += kWarpSize) part += ztan[i * LH + off + j] * w_out[j];
     part = segment_sum<kWarpSize>(part, 0xffffffffu);
     const T a_dot = tan[i * M + M - 1] + part;
-    const T r_out = Act<act>::d2f(pre[i * M + M - 1], slope) * a_dot;
+    const T a_out = pre[i * M + M - 1];
+    const T r_out = Act<act>::d2f(a_out, slope) * a_dot;
+    const T delta_out = Act<act>::df(a_out, slope);
     if (lane == 0) r[i * M + M - 1] = r_out;
     for (int64_t j = lane; j < H; j += kWarpSize) {
       const int64_t m = off + j;
       const T a = pre[i * M + m];
-      r[i * M + m] = d2sigma_col<act>(m, H, a, slope) * tan[i * M + m] * upstream[i * LH + m] +
-                     dsigma_col<act>(m, H, a, slope) * r_out * w_out[j];
+      r[i * M + m] = d2sigma_col<act>(m, H, a, slope) * tan[i * M + m] * (delta_out * w_out[j]) +
+                     dsigma_col<act>(m, H, a, slope) * (r_out * w_out[j]);
     }
   }
 }
@@ -804,15 +823,15 @@ template <typename T, Activation act>
 __global__ void icnn_r_hidden_kernel(T* __restrict__ r,               // (B, M) out: block off
                                      const T* __restrict__ pre,       // (B, M) pre-activations
                                      const T* __restrict__ tan,       // (B, M) tangent adot
-                                     const T* __restrict__ upstream,  // (B, L*H) e
+                                     const T* __restrict__ upstream,  // (B, (L-1)*H) e_0..e_{L-2}
                                      const T* __restrict__ back,      // (B, H) W_l^T r_l per row
                                      int64_t rows,                    // B
                                      int64_t H,                       // width
                                      int64_t L,                       // number of layers
-                                     int64_t off,                     // first column (l-1)*H
+                                     int64_t off,                     // first column (l-1)*H < (L-1)*H
                                      T slope) {                       // leaky-ReLU negative slope
   const int64_t M = L * H + 1;
-  const int64_t LH = L * H;
+  const int64_t LHs = (L - 1) * H;
   const int64_t total = rows * H;
   for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
@@ -820,7 +839,7 @@ __global__ void icnn_r_hidden_kernel(T* __restrict__ r,               // (B, M) 
     const int64_t j = idx - i * H;
     const int64_t m = off + j;
     const T a = pre[i * M + m];
-    r[i * M + m] = d2sigma_col<act>(m, H, a, slope) * tan[i * M + m] * upstream[i * LH + m] +
+    r[i * M + m] = d2sigma_col<act>(m, H, a, slope) * tan[i * M + m] * upstream[i * LHs + m] +
                    dsigma_col<act>(m, H, a, slope) * back[idx];
   }
 }
