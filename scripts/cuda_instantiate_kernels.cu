@@ -23,15 +23,15 @@ namespace cuda {
   template __global__ void icnn_dact_scale_kernel<T, ACT>(T*, int64_t, int64_t, const T*, int64_t,   \
                                                           int64_t, const T*, int64_t, int64_t,       \
                                                           int64_t, int64_t, int64_t, T);             \
-  template __global__ void icnn_delta_kernel<T, ACT>(T*, const T*, const T*, int64_t, int64_t,       \
-                                                     int64_t, T);                                    \
-  template __global__ void icnn_forward_output_kernel<T, ACT>(T*, T*, T*, T*, const T*, const T*,    \
+  template __global__ void icnn_delta_kernel<T, ACT>(T*, const T*, const T*, const T*, int64_t,     \
+                                                     int64_t, int64_t, T);                           \
+  template __global__ void icnn_forward_output_kernel<T, ACT>(T*, T*, T*, const T*, const T*,        \
                                                               const T*, int64_t, int64_t, int64_t,   \
                                                               int64_t, T, T);                        \
-  template __global__ void icnn_r0_kernel<T, ACT>(T*, const T*, const T*, const T*, int64_t,         \
-                                                  int64_t, int64_t, T);                              \
+  template __global__ void icnn_r0_kernel<T, ACT>(T*, const T*, const T*, const T*, const T*,       \
+                                                  int64_t, int64_t, int64_t, T);                     \
   template __global__ void icnn_r_out_kernel<T, ACT>(T*, const T*, const T*, const T*, const T*,     \
-                                                     const T*, int64_t, int64_t, int64_t, T);        \
+                                                     int64_t, int64_t, int64_t, T);                  \
   template __global__ void icnn_r_hidden_kernel<T, ACT>(T*, const T*, const T*, const T*, const T*,  \
                                                         int64_t, int64_t, int64_t, int64_t, T);
 

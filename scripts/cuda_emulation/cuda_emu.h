@@ -13,7 +13,8 @@
 // and may only read lanes in it (checked). Launches check the dynamic shared
 // memory against the limit the host code set with cudaFuncSetAttribute.
 // Device limits come from LIDVAE_EMU_SMS (default 2 SMs), LIDVAE_EMU_SMEM
-// (default 232448 bytes = H100 opt-in) and LIDVAE_EMU_BLOCKS_PER_SM (1).
+// (default 232448 bytes = H100 opt-in) and LIDVAE_EMU_BLOCKS_PER_SM (1);
+// LIDVAE_EMU_DEVICE is the device index (the host code caches limits per device).
 #pragma once
 
 #ifndef LIDVAE_CUDA_EMULATION
@@ -248,7 +249,12 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int /*device*/)
   } while (0)
 
 namespace c10::cuda {
-inline c10::DeviceIndex current_device() { return 0; }
+// LIDVAE_EMU_DEVICE picks the emulated device index: the host code caches
+// device limits per device, so a test that changes LIDVAE_EMU_SMEM uses its
+// own device index.
+inline c10::DeviceIndex current_device() {
+  return static_cast<c10::DeviceIndex>(emu::env_int("LIDVAE_EMU_DEVICE", 0));
+}
 struct EmuStream {
   operator cudaStream_t() const { return nullptr; }
 };
