@@ -26,4 +26,6 @@ PY="$VENV/bin/python"
 rm -rf dist
 "$PY" -m pip wheel -q --no-build-isolation --no-deps -w dist .
 "$PY" -m pip install -q --force-reinstall --no-deps dist/lidvae_ext-*.whl
-"$PY" -c "import lidvae_ext, sys; info = lidvae_ext.build_info(); print('lidvae_ext', lidvae_ext.__version__, 'built:', info); sys.exit(0 if info else 1)"
+# Check from outside the source tree, so that the installed package is imported.
+PY_ABS="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"
+(cd / && "$PY_ABS" -c "import lidvae_ext, sys; info = lidvae_ext.build_info(); print('lidvae_ext', lidvae_ext.__version__, 'built:', info); sys.exit(0 if info else 1)")
