@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cases import CASES, make_workload  # noqa: E402
 
 BACKENDS = ("fused", "reference")
+COMPILED = "compiled"  # torch.compile of the torch.func formulation (--compile)
 
 
 def _sync(device: str) -> None:
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--memory", action="store_true", help="also report peak memory of a training step")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile of the torch.func formulation (compiles first)")
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -111,22 +114,33 @@ def main(argv: list[str] | None = None) -> int:
           f"threads={torch.get_num_threads()}, torch={torch.__version__}, reps={args.reps} interleaved, "
           f"warmup={args.warmup}")
     header = "| case | mode | fused median (ms) | reference median (ms) | speed-up |"
+    if args.compile:
+        header += " compiled median (ms) | fused vs compiled |"
     if args.memory:
         header += " peak mem fused / ref (MB) |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for name in args.cases:
         work = make_workload(CASES[name], args.device, dtype)
+        compiled = {}
+        if args.compile:
+            from func_baseline import compiled_callables
+
+            compiled = compiled_callables(work.module, work.inputs, work.loss)
         for mode in args.modes:
             fns = {backend: work.fn(backend, mode) for backend in BACKENDS}
+            if args.compile:
+                fns[COMPILED] = compiled[mode]
             times = time_interleaved(fns, args.reps, args.warmup, args.device)
             med = {k: statistics.median(v) for k, v in times.items()}
             row = (f"| {name} | {mode} | {med['fused'] * 1e3:.2f} | {med['reference'] * 1e3:.2f} | "
                    f"{med['reference'] / med['fused']:.2f}× |")
+            if args.compile:
+                row += f" {med[COMPILED] * 1e3:.2f} | {med[COMPILED] / med['fused']:.2f}× |"
             if args.memory:
                 if mode == "train":
                     peak = peak_cuda_bytes if args.device == "cuda" else peak_cpu_bytes
-                    mem = {k: peak(fn) / 2**20 for k, fn in fns.items()}
+                    mem = {k: peak(fns[k]) / 2**20 for k in BACKENDS}
                     row += f" {mem['fused']:.1f} / {mem['reference']:.1f} ({mem['fused'] / mem['reference']:.2f}×) |"
                 else:
                     row += " |"
