@@ -22,14 +22,13 @@ import pytest
 import torch
 
 from lidvae_ext import reference
-from cuda_shapes import fused_fits
+from cuda_shapes import FUSED_WIDTHS, fused_fits
 from icnn_inputs import fresh_seed, max_rel_errors, outputs_and_grads, sample_cotangents, sample_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
 
 ACTIVATIONS = ["leaky_relu", "softplus"]
-FUSED_WIDTHS = [16, 32, 64, 128]
 
 
 @pytest.fixture(scope="module")
