@@ -89,9 +89,11 @@ def test_bench_passthrough(tmp_path, monkeypatch, capsys):
     assert cli.main(["bench", "--fail"]) == 3
 
 
-def test_module_entry_point_help():
+def test_module_entry_point_help(tmp_path):
+    # Run outside the repository: `python -m` puts the working directory first on sys.path,
+    # and the uncompiled source tree must not shadow the installed package.
     res = subprocess.run([sys.executable, "-m", "lidvae_ext.cli", "--help"], capture_output=True, text=True,
-                         timeout=60)
+                         timeout=60, cwd=tmp_path)
     assert res.returncode == 0
     for cmd in ("train", "evaluate", "compare", "bench"):
         assert cmd in res.stdout
