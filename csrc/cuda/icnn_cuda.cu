@@ -34,9 +34,12 @@
 #include <array>
 #include <atomic>
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include "cuda/icnn_cuda_kernels.cuh"
 #include "icnn_activations.h"
@@ -354,15 +357,28 @@ void generic_backward(const Tensor* grad_psi, const Tensor& v, const Tensor& y, 
 // Fused path (H in {16, 32, 64, 128}).
 // ---------------------------------------------------------------------------
 
-// Makes `bytes` of dynamic shared memory available to `kernel` and returns
-// how many of its blocks fit on one SM (0: does not fit at all).
-template <typename Kernel>
-int prepare_fused_kernel(Kernel kernel, int64_t bytes) {
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(bytes)));
+// Makes `bytes` of dynamic shared memory available to `kernel` on the current
+// device and returns how many of its blocks fit on one SM (0: none). The
+// attribute is raised to the device's opt-in maximum once per (kernel,
+// device); occupancies are cached per (kernel, device, bytes). Neither call is
+// stream-ordered, so this also works while a CUDA graph is being captured.
+int prepare_fused_kernel(const void* kernel, int64_t bytes) {
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, bool> configured;
+  static std::map<std::tuple<const void*, int, int64_t>, int> occupancy;
+  const int device = static_cast<int>(c10::cuda::current_device());
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto found = occupancy.find({kernel, device, bytes});
+  if (found != occupancy.end()) return found->second;
+  if (!configured[{kernel, device}]) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(device_limits().smem)));
+    configured[{kernel, device}] = true;
+  }
   int per_sm = 0;
   C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFusedThreads,
                                                                static_cast<size_t>(bytes)));
+  occupancy[{kernel, device, bytes}] = per_sm;
   return per_sm;
 }
 
@@ -391,7 +407,7 @@ bool fused_forward(const Tensor& y, const Tensor& A, const Tensor& b, const Tens
     return false;
   }
   auto* kernel = icnn_fused_forward_kernel<T, H, act>;
-  const int per_sm = prepare_fused_kernel(kernel, bytes);
+  const int per_sm = prepare_fused_kernel(reinterpret_cast<const void*>(kernel), bytes);
   if (per_sm < 1) {
     if (mode == PathMode::Fused) fused_unsupported(op, dims, y.scalar_type(), bytes, limit);
     return false;
@@ -427,7 +443,7 @@ bool fused_backward(const Tensor* grad_psi, const Tensor& v, const Tensor& y, co
     return false;
   }
   auto* kernel = icnn_fused_backward_kernel<T, H, act>;
-  const int per_sm = prepare_fused_kernel(kernel, bytes);
+  const int per_sm = prepare_fused_kernel(reinterpret_cast<const void*>(kernel), bytes);
   if (per_sm < 1) {
     if (mode == PathMode::Fused) fused_unsupported(op, dims, y.scalar_type(), bytes, limit);
     return false;

@@ -36,6 +36,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 // ---- CUDA keywords --------------------------------------------------------
@@ -66,6 +67,7 @@ inline int64_t env_int(const char* name, int64_t fallback) {
 inline int sms() { return static_cast<int>(env_int("LIDVAE_EMU_SMS", 2)); }
 inline int smem_optin() { return static_cast<int>(env_int("LIDVAE_EMU_SMEM", 232448)); }
 inline int blocks_per_sm() { return static_cast<int>(env_int("LIDVAE_EMU_BLOCKS_PER_SM", 1)); }
+inline int device() { return static_cast<int>(env_int("LIDVAE_EMU_DEVICE", 0)); }
 
 struct Warp {
   std::mutex mutex;
@@ -124,14 +126,15 @@ inline void warp_barrier(unsigned mask, const char* op) {
 inline unsigned char* smem_base = nullptr;
 
 inline std::mutex attr_mutex;
-inline std::map<const void*, int> max_dynamic_smem;
+// cudaFuncAttributeMaxDynamicSharedMemorySize per (kernel, device), as in CUDA.
+inline std::map<std::pair<const void*, int>, int> max_dynamic_smem;
 
 template <typename... KArgs, typename... Args>
 void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, std::size_t smem, Args&&... args) {
   int allowed = 48 * 1024;
   {
     std::lock_guard<std::mutex> lock(attr_mutex);
-    auto it = max_dynamic_smem.find(reinterpret_cast<const void*>(kernel));
+    auto it = max_dynamic_smem.find({reinterpret_cast<const void*>(kernel), device()});
     if (it != max_dynamic_smem.end()) allowed = it->second;
   }
   TORCH_CHECK(grid.x >= 1 && grid.y == 1 && grid.z == 1 && block.y == 1 && block.z == 1 &&
@@ -221,7 +224,7 @@ cudaError_t cudaFuncSetAttribute(F* func, cudaFuncAttribute attr, int value) {
     return cudaErrorInvalidValue;
   }
   std::lock_guard<std::mutex> lock(emu::attr_mutex);
-  emu::max_dynamic_smem[reinterpret_cast<const void*>(func)] = value;
+  emu::max_dynamic_smem[{reinterpret_cast<const void*>(func), emu::device()}] = value;
   return cudaSuccess;
 }
 template <typename F>
@@ -252,9 +255,7 @@ namespace c10::cuda {
 // LIDVAE_EMU_DEVICE picks the emulated device index: the host code caches
 // device limits per device, so a test that changes LIDVAE_EMU_SMEM uses its
 // own device index.
-inline c10::DeviceIndex current_device() {
-  return static_cast<c10::DeviceIndex>(emu::env_int("LIDVAE_EMU_DEVICE", 0));
-}
+inline c10::DeviceIndex current_device() { return static_cast<c10::DeviceIndex>(emu::device()); }
 struct EmuStream {
   operator cudaStream_t() const { return nullptr; }
 };
