@@ -29,8 +29,13 @@ def fused_smem_bytes(dim: int, hidden: int, layers: int, dtype: torch.dtype) -> 
     return forward * size, backward * size
 
 
-def fused_fits(dim: int, hidden: int, layers: int, dtype: torch.dtype, limit: int = H100_SMEM_OPTIN) -> bool:
-    """Whether the fused kernels run this shape (else the generic cuBLAS path does)."""
+def fused_fits(dim: int, hidden: int, layers: int, dtype: torch.dtype, limit: int = H100_SMEM_OPTIN,
+               which: str = "both") -> bool:
+    """Whether the fused kernels run this shape (else the generic cuBLAS path does).
+
+    ``which``: "forward", "backward" or "both" (the two ops choose independently).
+    """
     if hidden not in FUSED_WIDTHS:
         return False
-    return max(fused_smem_bytes(dim, hidden, layers, dtype)) <= limit
+    forward, backward = fused_smem_bytes(dim, hidden, layers, dtype)
+    return {"forward": forward, "backward": backward, "both": max(forward, backward)}[which] <= limit

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from lidvae_ext import reference
-from cuda_shapes import FUSED_WIDTHS, fused_fits
+from cuda_shapes import FUSED_WIDTHS, fused_fits, fused_smem_bytes
 from icnn_inputs import fresh_seed, max_rel_errors, outputs_and_grads, sample_cotangents, sample_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -189,8 +189,18 @@ def test_forced_fused_errors_are_actionable(emu, monkeypatch):
     monkeypatch.setenv("LIDVAE_CUDA_FUSED", "1")
     monkeypatch.setenv("LIDVAE_EMU_SMEM", str(16 * 1024))
     monkeypatch.setenv("LIDVAE_EMU_DEVICE", "1")  # limits are cached per device
-    with pytest.raises(RuntimeError, match=r"needs \d+ bytes of shared memory.*allows 16384.*LIDVAE_CUDA_FUSED"):
+    forward_bytes = fused_smem_bytes(40, 64, 2, torch.float64)[0]  # the Python mirror of the kernel layout
+    with pytest.raises(RuntimeError, match=rf"needs {forward_bytes} bytes of shared memory.*allows 16384.*"
+                                           "LIDVAE_CUDA_FUSED"):
         torch.ops.lidvae_cuda_emu.icnn_forward(y, A, b, W, w_out, 0.0, "softplus", 0.2)
+    monkeypatch.setenv("LIDVAE_CUDA_FUSED", "auto")
+    _, grad, pre, upstream = torch.ops.lidvae_cuda_emu.icnn_forward(y, A, b, W, w_out, 0.0, "softplus", 0.2)
+    monkeypatch.setenv("LIDVAE_CUDA_FUSED", "1")
+    u, v = sample_cotangents(3, 40)
+    backward_bytes = fused_smem_bytes(40, 64, 2, torch.float64)[1]  # one sample slot per group
+    with pytest.raises(RuntimeError, match=rf"icnn_backward: .*needs {backward_bytes} bytes of shared memory"):
+        torch.ops.lidvae_cuda_emu.icnn_backward(u, v, y, A, W, w_out, grad, pre, upstream, 0.0, "softplus", 0.2,
+                                                True)
     y, A, b, W, w_out = sample_inputs(3, 4, 8, 2)
     with pytest.raises(RuntimeError, match="no fused CUDA kernel for H = 8"):
         torch.ops.lidvae_cuda_emu.icnn_forward(y, A, b, W, w_out, 0.0, "softplus", 0.2)

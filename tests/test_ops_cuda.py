@@ -277,9 +277,9 @@ def test_fused_used_where_it_fits(monkeypatch, hidden, dim, dtype):
         torch.ops.lidvae_ext.icnn_backward(u, v, y, A, W, w_out, *fwd[1:], 0.3, "softplus", 0.2, True)
 
     names = " ".join(_cuda_kernel_names(step))
-    expect = fused_fits(dim, hidden, 3, dtype)
-    assert ("icnn_fused_forward_kernel" in names) == expect, names
-    assert ("icnn_fused_backward_kernel" in names) == expect, names
+    for which in ("forward", "backward"):
+        expect = fused_fits(dim, hidden, 3, dtype, which=which)
+        assert (f"icnn_fused_{which}_kernel" in names) == expect, (which, names)
 
 
 def test_forced_fused_errors(monkeypatch):
