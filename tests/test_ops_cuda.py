@@ -352,7 +352,8 @@ def test_compute_sanitizer(tool, tmp_path):
         cmd += ["--kernel-name", "kns=icnn"]  # judge our kernels only, not cuBLAS / torch internals
     cmd += [sys.executable, str(script)]
     env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")  # exact allocation bounds for memcheck
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
+    # cwd outside the repository, so the installed (compiled) package is imported.
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env, cwd=tmp_path)
     output = proc.stdout[-6000:] + proc.stderr[-6000:]
     assert proc.returncode == 0 and "sanitized run done" in proc.stdout, output
     assert "ERROR SUMMARY: 0 errors" in proc.stdout + proc.stderr, output
