@@ -38,7 +38,8 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_interleaved(fns: dict, reps: int, warmup: int, device: str) -> dict[str, list[float]]:
+def time_interleaved(fns: dict, reps: int, warmup: int, device: str,
+                     clock=time.perf_counter) -> dict[str, list[float]]:
     """Seconds per call for each callable, measured round-robin."""
     for _ in range(warmup):
         for fn in fns.values():
@@ -55,9 +56,9 @@ def time_interleaved(fns: dict, reps: int, warmup: int, device: str) -> dict[str
                 torch.cuda.synchronize()
                 times[name].append(start.elapsed_time(end) / 1e3)
             else:
-                t0 = time.perf_counter()
+                t0 = clock()
                 fn()
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(clock() - t0)
     return times
 
 
@@ -99,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=20, help="timed repetitions per backend (default 20)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--timer", default="wall", choices=["wall", "process"],
+                        help="CPU only: wall clock (default) or this process's CPU time (robust to other "
+                             "load on the machine; equals wall time only with --threads 1)")
     parser.add_argument("--memory", action="store_true", help="also report peak memory of a training step")
     parser.add_argument("--compile", action="store_true",
                         help="also time torch.compile of the torch.func formulation (compiles first)")
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
     print(f"# lidvae_ext benchmark: device={args.device} ({device_name}), dtype={args.dtype}, "
           f"threads={torch.get_num_threads()}, torch={torch.__version__}, reps={args.reps} interleaved, "
-          f"warmup={args.warmup}")
+          f"warmup={args.warmup}, timer={args.timer}")
     header = "| case | mode | fused median (ms) | reference median (ms) | speed-up |"
     if args.compile:
         header += " compiled median (ms) | fused vs compiled |"
@@ -131,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             fns = {backend: work.fn(backend, mode) for backend in BACKENDS}
             if args.compile:
                 fns[COMPILED] = compiled[mode]
-            times = time_interleaved(fns, args.reps, args.warmup, args.device)
+            clock = time.process_time if args.timer == "process" else time.perf_counter
+            times = time_interleaved(fns, args.reps, args.warmup, args.device, clock)
             med = {k: statistics.median(v) for k, v in times.items()}
             row = (f"| {name} | {mode} | {med['fused'] * 1e3:.2f} | {med['reference'] * 1e3:.2f} | "
                    f"{med['reference'] / med['fused']:.2f}× |")

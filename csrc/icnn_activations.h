@@ -30,30 +30,38 @@ struct Act<Activation::LeakyReLU> {
   // sigma'' = 0 on every layer after the first: only layer 0 carries curvature.
   static constexpr bool kHiddenCurvature = false;
 
+  // Written as a select between constants followed by arithmetic, never as a
+  // branch between two arithmetic expressions: compilers then vectorize the
+  // loops (an FP multiply under a branch may not be speculated).
   template <typename T>
-  LIDVAE_HD static T f0(T t, T s) {
-    const T l = t > T(0) ? t : s * t;
-    return l * l;
-  }
-  template <typename T>
-  LIDVAE_HD static T df0(T t, T s) {
-    return t > T(0) ? T(2) * t : T(2) * s * s * t;
-  }
-  template <typename T>
-  LIDVAE_HD static T d2f0(T t, T s) {
-    return t > T(0) ? T(2) : T(2) * s * s;
+  LIDVAE_HD static T slope_of(T t, T s) {
+    return t > T(0) ? T(1) : s;
   }
   template <typename T>
   LIDVAE_HD static T f(T t, T s) {
-    return t > T(0) ? t : s * t;
+    return t * slope_of(t, s);
   }
   template <typename T>
   LIDVAE_HD static T df(T t, T s) {
-    return t > T(0) ? T(1) : s;
+    return slope_of(t, s);
   }
   template <typename T>
   LIDVAE_HD static T d2f(T, T) {
     return T(0);
+  }
+  template <typename T>
+  LIDVAE_HD static T f0(T t, T s) {
+    const T l = f(t, s);
+    return l * l;
+  }
+  template <typename T>
+  LIDVAE_HD static T df0(T t, T s) {
+    return t * d2f0(t, s);  // 2 lrelu(t) lrelu'(t)
+  }
+  template <typename T>
+  LIDVAE_HD static T d2f0(T t, T s) {
+    const T k = slope_of(t, s);
+    return T(2) * k * k;
   }
 };
 
