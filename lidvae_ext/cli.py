@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-DEFAULT_STRONG_CONVEXITY = 0.1
+DEFAULT_STRONG_CONVEXITY = 0.5
 
 
 def _widths(text: str) -> tuple[int, ...]:
