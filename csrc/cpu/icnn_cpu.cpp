@@ -21,6 +21,7 @@
 #include "cpu/row_ops.h"
 #include "icnn_activations.h"
 #include "icnn_checks.h"
+#include "icnn_outputs.h"
 
 namespace lidvae {
 namespace {
@@ -310,18 +311,6 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
   }
 }
 
-template <typename Fn>
-void dispatch_activation(Activation act, const Fn& fn) {
-  switch (act) {
-    case Activation::LeakyReLU:
-      fn(std::integral_constant<Activation, Activation::LeakyReLU>{});
-      break;
-    case Activation::Softplus:
-      fn(std::integral_constant<Activation, Activation::Softplus>{});
-      break;
-  }
-}
-
 std::tuple<Tensor, Tensor, Tensor, Tensor> icnn_forward_cpu(
     const Tensor& y_in, const Tensor& A_in, const Tensor& b_in, const Tensor& W_in,
     const Tensor& w_out_in, double strong_convexity, c10::string_view activation,
@@ -332,21 +321,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> icnn_forward_cpu(
                                            negative_slope, /*check_values=*/true, op);
   const Tensor y = y_in.contiguous(), A = A_in.contiguous(), b = b_in.contiguous();
   const Tensor W = W_in.contiguous(), w_out = w_out_in.contiguous();
-  const auto opts = y.options();
-  Tensor psi = at::empty({dims.batch}, opts);
-  Tensor grad = at::empty({dims.batch, dims.dim}, opts);
-  Tensor pre = at::empty({dims.batch, dims.stacked}, opts);
-  Tensor upstream = at::empty({dims.batch, (dims.layers - 1) * dims.hidden}, opts);
-  if (dims.batch == 0) return {psi, grad, pre, upstream};
+  ForwardOutputs out(dims, y.options());
+  if (dims.batch == 0) return out.tuple();
   const Activation act = parse_activation(act_name, op);
   AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "icnn_forward_cpu", [&] {
     dispatch_activation(act, [&](auto tag) {
       forward_kernel<scalar_t, decltype(tag)::value>(
           y, A, b, W, w_out, static_cast<scalar_t>(strong_convexity),
-          static_cast<scalar_t>(negative_slope), dims, psi, grad, pre, upstream);
+          static_cast<scalar_t>(negative_slope), dims, out.psi, out.grad, out.pre, out.upstream);
     });
   });
-  return {psi, grad, pre, upstream};
+  return out.tuple();
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> icnn_backward_cpu(
@@ -364,29 +349,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> icnn_backward_cpu(
   const Tensor pre = pre_in.contiguous(), upstream = upstream_in.contiguous();
   Tensor grad_psi;
   if (grad_psi_in.has_value()) grad_psi = grad_psi_in->contiguous();
-  const auto opts = y.options();
-  Tensor grad_y = need_input_grad ? at::empty({dims.batch, dims.in_dim}, opts) : at::empty({0}, opts);
-  Tensor grad_A = at::empty_like(A);
-  Tensor grad_b = at::empty({dims.stacked}, opts);
-  Tensor grad_W = at::empty_like(W);
-  Tensor grad_w_out = at::empty_like(w_out);
-  if (dims.batch == 0) {
-    grad_A.zero_();
-    grad_b.zero_();
-    grad_W.zero_();
-    grad_w_out.zero_();
-    return {grad_y, grad_A, grad_b, grad_W, grad_w_out};
-  }
+  BackwardOutputs out(dims, A, W, w_out, need_input_grad);
+  if (dims.batch == 0) return out.tuple();
   const Activation act = parse_activation(act_name, op);
   AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "icnn_backward_cpu", [&] {
     dispatch_activation(act, [&](auto tag) {
       backward_kernel<scalar_t, decltype(tag)::value>(
           grad_psi.defined() ? &grad_psi : nullptr, v, y, A, W, w_out, grad, pre, upstream,
           static_cast<scalar_t>(strong_convexity), static_cast<scalar_t>(negative_slope),
-          need_input_grad, dims, grad_y, grad_A, grad_b, grad_W, grad_w_out);
+          need_input_grad, dims, out.grad_y, out.grad_A, out.grad_b, out.grad_W, out.grad_w_out);
     });
   });
-  return {grad_y, grad_A, grad_b, grad_W, grad_w_out};
+  return out.tuple();
 }
 
 }  // namespace

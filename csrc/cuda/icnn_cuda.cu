@@ -44,6 +44,7 @@
 #include "cuda/icnn_cuda_kernels.cuh"
 #include "icnn_activations.h"
 #include "icnn_checks.h"
+#include "icnn_outputs.h"
 
 #ifndef LIDVAE_CUDA_ARCH_LIST
 #define LIDVAE_CUDA_ARCH_LIST ""
@@ -174,18 +175,6 @@ unsigned elementwise_grid(int64_t total) {
 unsigned rows_grid(int64_t rows) {
   return static_cast<unsigned>(
       std::max<int64_t>(1, std::min<int64_t>(ceil_div(rows, kRowsPerBlock), num_sms() * 32)));
-}
-
-template <typename Fn>
-void dispatch_activation(Activation act, const Fn& fn) {
-  switch (act) {
-    case Activation::LeakyReLU:
-      fn(std::integral_constant<Activation, Activation::LeakyReLU>{});
-      break;
-    case Activation::Softplus:
-      fn(std::integral_constant<Activation, Activation::Softplus>{});
-      break;
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -527,12 +516,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> icnn_forward_cuda(
   check_fused_width(mode, dims.hidden, op);
   const Tensor y = y_in.contiguous(), A = A_in.contiguous(), b = b_in.contiguous();
   const Tensor W = W_in.contiguous(), w_out = w_out_in.contiguous();
-  const auto opts = y.options();
-  Tensor psi = at::empty({dims.batch}, opts);
-  Tensor grad = at::empty({dims.batch, dims.dim}, opts);
-  Tensor pre = at::empty({dims.batch, dims.stacked}, opts);
-  Tensor upstream = at::empty({dims.batch, (dims.layers - 1) * dims.hidden}, opts);
-  if (dims.batch == 0) return {psi, grad, pre, upstream};
+  ForwardOutputs out(dims, y.options());
+  if (dims.batch == 0) return out.tuple();
+  Tensor &psi = out.psi, &grad = out.grad, &pre = out.pre, &upstream = out.upstream;
   const Activation act = parse_activation(act_name, op);
   AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "icnn_forward_cuda", [&] {
     dispatch_activation(act, [&](auto tag) {
@@ -548,7 +534,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> icnn_forward_cuda(
       }
     });
   });
-  return {psi, grad, pre, upstream};
+  return out.tuple();
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> icnn_backward_cuda(
@@ -570,19 +556,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> icnn_backward_cuda(
   const Tensor pre = pre_in.contiguous(), upstream = upstream_in.contiguous();
   Tensor grad_psi;
   if (grad_psi_in.has_value()) grad_psi = grad_psi_in->contiguous();
-  const auto opts = y.options();
-  Tensor grad_y = need_input_grad ? at::empty({dims.batch, dims.in_dim}, opts) : at::empty({0}, opts);
-  Tensor grad_A = at::empty_like(A);
-  Tensor grad_b = at::empty({dims.stacked}, opts);
-  Tensor grad_W = at::empty_like(W);
-  Tensor grad_w_out = at::empty_like(w_out);
-  if (dims.batch == 0) {
-    grad_A.zero_();
-    grad_b.zero_();
-    grad_W.zero_();
-    grad_w_out.zero_();
-    return {grad_y, grad_A, grad_b, grad_W, grad_w_out};
-  }
+  BackwardOutputs out(dims, A, W, w_out, need_input_grad);
+  if (dims.batch == 0) return out.tuple();
+  Tensor &grad_y = out.grad_y, &grad_A = out.grad_A, &grad_b = out.grad_b, &grad_W = out.grad_W,
+         &grad_w_out = out.grad_w_out;
   const Activation act = parse_activation(act_name, op);
   const Tensor* grad_psi_p = grad_psi.defined() ? &grad_psi : nullptr;
   AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "icnn_backward_cuda", [&] {
@@ -601,7 +578,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> icnn_backward_cuda(
       }
     });
   });
-  return {grad_y, grad_A, grad_b, grad_W, grad_w_out};
+  return out.tuple();
 }
 
 }  // namespace

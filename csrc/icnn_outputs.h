@@ -1,0 +1,69 @@
+// Host-side helpers shared by every backend's operator entry points: output
+// allocation (with the empty-batch case) and the activation dispatch.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <tuple>
+#include <type_traits>
+
+#include "icnn_activations.h"
+#include "icnn_checks.h"
+
+namespace lidvae {
+
+// Calls fn(std::integral_constant<Activation, act>{}) for the runtime `act`,
+// so kernels get the activation as a compile-time template parameter.
+template <typename Fn>
+void dispatch_activation(Activation act, const Fn& fn) {
+  switch (act) {
+    case Activation::LeakyReLU:
+      fn(std::integral_constant<Activation, Activation::LeakyReLU>{});
+      break;
+    case Activation::Softplus:
+      fn(std::integral_constant<Activation, Activation::Softplus>{});
+      break;
+  }
+}
+
+// Uninitialized outputs of icnn_forward: psi (B), grad (B, d), pre (B, M),
+// upstream (B, (L-1)*H).
+struct ForwardOutputs {
+  at::Tensor psi, grad, pre, upstream;
+
+  ForwardOutputs(const IcnnDims& dims, const at::TensorOptions& opts)
+      : psi(at::empty({dims.batch}, opts)),
+        grad(at::empty({dims.batch, dims.dim}, opts)),
+        pre(at::empty({dims.batch, dims.stacked}, opts)),
+        upstream(at::empty({dims.batch, (dims.layers - 1) * dims.hidden}, opts)) {}
+
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> tuple() const {
+    return {psi, grad, pre, upstream};
+  }
+};
+
+// Outputs of icnn_backward: grad_y (B, in_dim), or empty when not needed, and
+// the weight gradients shaped like A, b, W, w_out. For an empty batch the
+// weight gradients are zero-filled (nothing else will write them).
+struct BackwardOutputs {
+  at::Tensor grad_y, grad_A, grad_b, grad_W, grad_w_out;
+
+  BackwardOutputs(const IcnnDims& dims, const at::Tensor& A, const at::Tensor& W,
+                  const at::Tensor& w_out, bool need_input_grad)
+      : grad_y(need_input_grad ? at::empty({dims.batch, dims.in_dim}, A.options())
+                               : at::empty({0}, A.options())),
+        grad_A(at::empty_like(A)),
+        grad_b(at::empty({dims.stacked}, A.options())),
+        grad_W(at::empty_like(W)),
+        grad_w_out(at::empty_like(w_out)) {
+    if (dims.batch == 0) {
+      for (at::Tensor* t : {&grad_A, &grad_b, &grad_W, &grad_w_out}) t->zero_();
+    }
+  }
+
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> tuple() const {
+    return {grad_y, grad_A, grad_b, grad_W, grad_w_out};
+  }
+};
+
+}  // namespace lidvae
