@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "cuda_emu.h"
+#include "op_schemas.h"
 
 namespace lidvae::cuda {
 // The fused kernels' `extern __shared__` array.
@@ -58,17 +59,8 @@ void set_poison_allocator(bool on) {
 }  // namespace
 
 TORCH_LIBRARY(lidvae_cuda_emu, m) {
-  m.def(
-      "icnn_forward(Tensor y, Tensor A, Tensor b, Tensor W, Tensor w_out, "
-      "float strong_convexity, str activation, float negative_slope) "
-      "-> (Tensor psi, Tensor grad, Tensor pre, Tensor upstream)");
-  m.def(
-      "icnn_backward(Tensor? grad_psi, Tensor grad_map, Tensor y, Tensor A, "
-      "Tensor W, Tensor w_out, Tensor grad, Tensor pre, Tensor upstream, "
-      "float strong_convexity, str activation, float negative_slope, "
-      "bool need_input_grad) "
-      "-> (Tensor grad_y, Tensor grad_A, Tensor grad_b, Tensor grad_W, "
-      "Tensor grad_w_out)");
+  m.def(lidvae::kIcnnForwardSchema);
+  m.def(lidvae::kIcnnBackwardSchema);
 }
 
 TORCH_LIBRARY_IMPL(lidvae_cuda_emu, CPU, m) {
