@@ -37,8 +37,8 @@ using ForwardFn = std::tuple<Tensor, Tensor, Tensor, Tensor>(const Tensor&, cons
                                                              c10::string_view, double);
 using BackwardFn = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>(
     const std::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-    const Tensor&, const Tensor&, const Tensor&, const Tensor&, double, c10::string_view, double,
-    bool);
+    const Tensor&, const std::optional<Tensor>&, const Tensor&, const Tensor&, double,
+    c10::string_view, double, bool);
 
 c10::TypedOperatorHandle<ForwardFn> forward_op() {
   static const auto op = c10::Dispatcher::singleton()
@@ -183,7 +183,9 @@ std::string run_case(const Case& c, uint64_t seed, double* worst) {
   const std::optional<Tensor> grad_psi =
       c.with_grad_psi ? std::optional<Tensor>(cast(u)) : std::nullopt;
   const auto [grad_y, grad_A, grad_b, grad_W, grad_w_out] = backward_op().call(
-      grad_psi, cast(v), cast(y), cast(A), cast(W), cast(w_out), grad, pre, upstream, c.alpha,
+      grad_psi, cast(v), cast(y), cast(A), cast(W), cast(w_out),
+      // The map is needed only with grad_psi; without it pass none, as the autograd glue does.
+      c.with_grad_psi ? std::optional<Tensor>(grad) : std::nullopt, pre, upstream, c.alpha,
       c.activation, c.slope, c.need_input_grad);
 
   std::ostringstream fail;
@@ -290,6 +292,14 @@ std::vector<ErrorCase> error_cases() {
   cases.push_back({"backward grad_map wrong shape",
                    [=] { bwd_with_grad_map(at::randn({B, d + 1}, f64)); },
                    {"grad_map must have shape", "icnn_backward"}});
+  cases.push_back({"backward grad_psi without grad",
+                   [=] {
+                     const auto [psi, grad, pre, up] =
+                         forward_op().call(y, A, b, W, w_out, 0.0, "leaky_relu", 0.2);
+                     backward_op().call(at::ones({B}, f64), v, y, A, W, w_out, std::nullopt, pre, up,
+                                        0.0, "leaky_relu", 0.2, true);
+                   },
+                   {"grad (the map icnn_forward returned", "required when grad_psi is given"}});
   return cases;
 }
 

@@ -76,8 +76,8 @@ IcnnDims check_forward_args(const at::Tensor& y, const at::Tensor& A, const at::
 
 IcnnDims check_backward_args(const c10::optional<at::Tensor>& grad_psi, const at::Tensor& grad_map,
                              const at::Tensor& y, const at::Tensor& A, const at::Tensor& W,
-                             const at::Tensor& w_out, const at::Tensor& grad, const at::Tensor& pre,
-                             const at::Tensor& upstream, double strong_convexity,
+                             const at::Tensor& w_out, const c10::optional<at::Tensor>& grad,
+                             const at::Tensor& pre, const at::Tensor& upstream, double strong_convexity,
                              const std::string& activation, double negative_slope, const char* op) {
   // b is not needed by the backward; validate the rest with a stand-in of the right size.
   TORCH_CHECK(A.dim() == 2, op, ": A must be 2-D (L*H+1, d), got shape ", A.sizes());
@@ -85,12 +85,17 @@ IcnnDims check_backward_args(const c10::optional<at::Tensor>& grad_psi, const at
   IcnnDims dims = check_forward_args(y, A, b_standin, W, w_out, strong_convexity, activation,
                                      negative_slope, /*check_values=*/false, op);
   check_shape(grad_map, {dims.batch, dims.dim}, "grad_map", "(B, d)", op);
-  check_shape(grad, {dims.batch, dims.dim}, "grad", "(B, d) (the map from icnn_forward)", op);
+  TORCH_CHECK(grad.has_value() || !grad_psi.has_value(), op,
+              ": grad (the map icnn_forward returned, shape (", dims.batch, ", ", dims.dim,
+              ")) is required when grad_psi is given: the potential's input gradient is u * grad");
+  if (grad.has_value()) {
+    check_shape(*grad, {dims.batch, dims.dim}, "grad", "(B, d) (the map from icnn_forward)", op);
+    check_float_like(*grad, y, "grad", op);
+  }
   check_shape(pre, {dims.batch, dims.stacked}, "pre", "(B, L*H+1) (saved by icnn_forward)", op);
   check_shape(upstream, {dims.batch, (dims.layers - 1) * dims.hidden}, "upstream",
               "(B, (L-1)*H) (saved by icnn_forward)", op);
   check_float_like(grad_map, y, "grad_map", op);
-  check_float_like(grad, y, "grad", op);
   check_float_like(pre, y, "pre", op);
   check_float_like(upstream, y, "upstream", op);
   if (grad_psi.has_value()) {

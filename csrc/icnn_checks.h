@@ -36,8 +36,8 @@ IcnnDims check_forward_args(const at::Tensor& y, const at::Tensor& A, const at::
 // Validates the backward arguments against the forward's sizes.
 IcnnDims check_backward_args(const c10::optional<at::Tensor>& grad_psi, const at::Tensor& grad_map,
                              const at::Tensor& y, const at::Tensor& A, const at::Tensor& W,
-                             const at::Tensor& w_out, const at::Tensor& grad, const at::Tensor& pre,
-                             const at::Tensor& upstream, double strong_convexity,
+                             const at::Tensor& w_out, const c10::optional<at::Tensor>& grad,
+                             const at::Tensor& pre, const at::Tensor& upstream, double strong_convexity,
                              const std::string& activation, double negative_slope, const char* op);
 
 }  // namespace lidvae

@@ -16,11 +16,14 @@ constexpr const char* kIcnnForwardSchema =
 
 // Closed-form backward of icnn_forward given grad_psi = dLoss/dpsi (B,
 // optional) and grad_map = dLoss/dgrad (B, d): returns dLoss/dy and dLoss
-// w.r.t. A, b, W, w_out. `need_input_grad=false` skips dLoss/dy (returned
-// as an empty tensor).
+// w.r.t. A, b, W, w_out. `grad` (the map icnn_forward returned) is read only
+// for the potential's own input gradient and is required exactly when
+// grad_psi is given; pass None otherwise, so a caller never has to keep the
+// map alive just for the backward. `need_input_grad=false` skips dLoss/dy
+// (returned as an empty tensor).
 constexpr const char* kIcnnBackwardSchema =
     "icnn_backward(Tensor? grad_psi, Tensor grad_map, Tensor y, Tensor A, "
-    "Tensor W, Tensor w_out, Tensor grad, Tensor pre, Tensor upstream, "
+    "Tensor W, Tensor w_out, Tensor? grad, Tensor pre, Tensor upstream, "
     "float strong_convexity, str activation, float negative_slope, "
     "bool need_input_grad) "
     "-> (Tensor grad_y, Tensor grad_A, Tensor grad_b, Tensor grad_W, "

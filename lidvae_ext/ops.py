@@ -101,8 +101,14 @@ def _fake_backward(
     grad_psi, grad_map, y, A, W, w_out, grad, pre, upstream,
     strong_convexity, activation, negative_slope, need_input_grad,
 ):
-    _check_same_device_dtype("icnn_backward", y, grad_map=grad_map, A=A, W=W, w_out=w_out, grad=grad,
-                             pre=pre, upstream=upstream)
+    others = dict(grad_map=grad_map, A=A, W=W, w_out=w_out, pre=pre, upstream=upstream)
+    if grad is not None:
+        others["grad"] = grad
+    _check_same_device_dtype("icnn_backward", y, **others)
+    torch._check(
+        grad is not None or grad_psi is None,
+        lambda: "icnn_backward: grad (the map icnn_forward returned) is required when grad_psi is given",
+    )
     grad_y = y.new_empty(y.shape) if need_input_grad else y.new_empty(0)
     return (
         grad_y,
@@ -114,9 +120,13 @@ def _fake_backward(
 
 
 def _setup_forward(ctx, inputs, output):
-    y, A, _b, W, w_out, strong_convexity, activation, negative_slope = inputs
-    _psi, grad, pre, upstream = output
-    ctx.save_for_backward(y, A, W, w_out, grad, pre, upstream)
+    y, A, b, W, w_out, strong_convexity, activation, negative_slope = inputs
+    _psi, _grad, pre, upstream = output
+    # The map output is NOT saved: the backward reads it only when ψ itself gets a
+    # gradient (rare: a loss on ψ and ∇ψ of one call), and then recomputes it. Saving it
+    # would keep a (B, d) tensor alive through the whole backward pass — e.g. a decoder's
+    # logits, which the loss would otherwise have freed (this matters for peak memory).
+    ctx.save_for_backward(y, A, b, W, w_out, pre, upstream)
     ctx.hyper = (strong_convexity, activation, negative_slope)
     ctx.mark_non_differentiable(pre, upstream)
     # Unused outputs (often ψ) then arrive as None instead of materialized zeros.
@@ -124,12 +134,18 @@ def _setup_forward(ctx, inputs, output):
 
 
 def _backward_forward(ctx, grad_psi, grad_map, _grad_pre, _grad_upstream):
-    y, A, W, w_out, grad, pre, upstream = ctx.saved_tensors
+    y, A, b, W, w_out, pre, upstream = ctx.saved_tensors
     strong_convexity, activation, negative_slope = ctx.hyper
     if grad_map is None and grad_psi is None:
         return (None,) * 8
     if grad_map is None:
-        grad_map = torch.zeros_like(grad)
+        grad_map = y.new_zeros(y.shape[0], A.shape[1])
+    grad = None
+    if grad_psi is not None:
+        # Recompute the map (the potential's input gradient is grad_psi * ∇ψ).
+        grad = torch.ops.lidvae_ext.icnn_forward(
+            y, A, b, W, w_out, strong_convexity, activation, negative_slope
+        )[1]
     need_input_grad = bool(ctx.needs_input_grad[0])
     grad_y, grad_A, grad_b, grad_W, grad_w_out = torch.ops.lidvae_ext.icnn_backward(
         grad_psi, grad_map, y, A, W, w_out, grad, pre, upstream,

@@ -50,10 +50,11 @@ def test_matches_reference(batch, dim, hidden, layers, activation, alpha, dtype)
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_map_only_and_potential_only_losses(activation):
+@pytest.mark.parametrize("dim", [3, 17])  # the row-wise (d <= 8) and the GEMM code paths
+def test_map_only_and_potential_only_losses(activation, dim):
     """Losses using only ∇ψ (the usual case) or only ψ take the same closed form."""
     seed = fresh_seed()
-    inputs = sample_inputs(5, 3, 6, 2, seed=seed)
+    inputs = sample_inputs(5, dim, 6, 2, seed=seed)
     hyper = (0.1, activation, 0.2)
     for pick in (0, 1):
         results = []
@@ -96,14 +97,14 @@ def test_opcheck_forward(activation, batch):
                           _forward_args(activation, batch))
 
 
-@pytest.mark.parametrize("with_grad_psi", [True, False])
+@pytest.mark.parametrize("with_grad_psi,pass_map", [(True, True), (False, True), (False, False)])
 @pytest.mark.parametrize("need_input_grad", [True, False])
-def test_opcheck_backward(with_grad_psi, need_input_grad):
+def test_opcheck_backward(with_grad_psi, pass_map, need_input_grad):
     y, A, b, W, w_out, alpha, act, slope = _forward_args(requires_grad=False)
     _, grad, pre, upstream = torch.ops.lidvae_ext.icnn_forward(y, A, b, W, w_out, alpha, act, slope)
     u, v = sample_cotangents(y.shape[0], y.shape[1])
-    args = (u if with_grad_psi else None, v, y, A, W, w_out, grad, pre, upstream, alpha, act, slope,
-            need_input_grad)
+    args = (u if with_grad_psi else None, v, y, A, W, w_out, grad if pass_map else None, pre, upstream,
+            alpha, act, slope, need_input_grad)
     torch.library.opcheck(torch.ops.lidvae_ext.icnn_backward.default, args)
 
 
@@ -210,3 +211,30 @@ def test_backward_shape_errors():
         bk(None, v, y, A, W, w_out, grad, pre[:, :8], upstream, 0.0, "leaky_relu", 0.2, True)
     with pytest.raises(RuntimeError, match=r"grad_psi must have shape \[5\]"):
         bk(v[:, 0][:3], v, y, A, W, w_out, grad, pre, upstream, 0.0, "leaky_relu", 0.2, True)
+    with pytest.raises(RuntimeError, match=r"grad \(the map icnn_forward returned.*required when grad_psi"):
+        bk(v[:, 0], v, y, A, W, w_out, None, pre, upstream, 0.0, "leaky_relu", 0.2, True)
+
+
+def test_autograd_does_not_keep_the_map_alive():
+    """The forward's map output is not saved for the backward (it is recomputed if ψ gets a
+    gradient), so e.g. a decoder's logits can be freed by the loss's backward."""
+    y, A, b, W, w_out = [t.requires_grad_(True) for t in sample_inputs(6, 17, 8, 2)]
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        psi, grad = ops.icnn_potential_and_map(y, A, b, W, w_out, 0.1, "leaky_relu", 0.2)
+    assert saved, "the autograd formula saved nothing (hook not reached?)"
+    storages = {t.untyped_storage().data_ptr() for t in saved}
+    assert grad.untyped_storage().data_ptr() not in storages
+    # ...and a loss on ψ and ∇ψ together still gets the reference gradients.
+    loss = psi.sum() + grad.square().sum()
+    got = torch.autograd.grad(loss, [y, A, b, W, w_out])
+    leaves = [t.detach().clone().requires_grad_(True) for t in (y, A, b, W, w_out)]
+    r_psi, r_grad = reference.icnn_potential_and_map(*leaves, 0.1, "leaky_relu", 0.2)
+    want = torch.autograd.grad(r_psi.sum() + r_grad.square().sum(), leaves)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)

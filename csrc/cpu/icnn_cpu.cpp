@@ -124,6 +124,127 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
   }
 }
 
+// e_l = W_{l+1}^T delta_{l+1} of sample i as (pointer, scale): saved for l < L-1; the last
+// one is delta_L * w_out with delta_L = sigma'(a_L), rebuilt from a_L instead of stored.
+template <typename T, typename F>
+struct UpstreamRows {
+  const T* upstream;  // (B, (L-1)*H) saved e_0 .. e_{L-2}
+  const T* pre;       // (B, M) saved pre-activations
+  const T* w_out;     // (H)
+  int64_t layers, hidden, stacked;
+  T slope;
+
+  std::pair<const T*, T> operator()(int64_t i, int64_t l) const {
+    if (l < layers - 1) return {upstream + (i * (layers - 1) + l) * hidden, T(1)};
+    return {w_out, F::df(pre[i * stacked + stacked - 1], slope)};
+  }
+};
+
+// Leaky-ReLU backward (sigma'' = 0 after layer 0, so r_0 is the only curvature term) for
+// d > kSkinnyDim, with ONE (B, L*H) workspace: its block l holds adot_l, then zdot_l (in
+// place), then delta_l, each overwritten top-down right after its last use; r_0 lives in
+// block 1 until adot_1 is formed (its own buffer only when L = 1). Same GEMMs as the
+// general path, but half its scratch memory.
+template <typename T, Activation act>
+void backward_leaky_in_place(const Tensor* grad_psi, const Tensor& v, const Tensor& y,
+                             const Tensor& A, const Tensor& W, const Tensor& grad,
+                             const Tensor& pre, T alpha, T slope, bool need_input_grad,
+                             const UpstreamRows<T, Act<act>>& upstream_row, const IcnnDims& dims,
+                             Tensor& grad_y, Tensor& grad_A, Tensor& grad_b, Tensor& grad_W,
+                             Tensor& grad_w_out) {
+  using F = Act<act>;
+  static_assert(!F::kHiddenCurvature, "only sigma'' = 0 after layer 0");
+  const int64_t B = dims.batch, d = dims.dim, K = dims.in_dim, H = dims.hidden, L = dims.layers;
+  const int64_t M = dims.stacked, LH = L * H;
+  const bool padded = K < d;  // y stands for [y, 0]
+  const T* pre_p = pre.data_ptr<T>();
+  Tensor work = at::empty({B, LH}, y.options());
+  T* w_p = work.data_ptr<T>();
+
+  // adot_0 = A_0 v, then r_0 = sigma_0''(a_0) adot_0 e_0 and its terms: dA_0 = r_0^T y (the
+  // columns y meets), db_0 = sum_batch r_0, dy = A_0^T r_0 + alpha v.
+  const Tensor A0 = A.narrow(0, 0, H);
+  Tensor adot0 = block(work, 0, H);
+  at::mm_out(adot0, v, A0.t());
+  const Tensor r0 = L > 1 ? block(work, 1, H) : at::empty({B, H}, y.options());
+  T* r_p = r0.data_ptr<T>();
+  const int64_t r_ld = r0.stride(0);
+  for_each_row(B, H, [&](int64_t i) {
+    const auto [e, c] = upstream_row(i, 0);
+    cpu::row_curvature_local<F, true>(r_p + i * r_ld, pre_p + i * M, w_p + i * LH, e, c, H, slope);
+  });
+  Tensor grad_A0 = grad_A.narrow(0, 0, H);
+  if (padded) grad_A0.narrow(1, K, d - K).zero_();
+  Tensor grad_A0_in = grad_A0.narrow(1, 0, K);
+  at::mm_out(grad_A0_in, r0.t(), y);
+  grad_b.zero_();
+  Tensor grad_b0 = grad_b.narrow(0, 0, H);
+  at::sum_out(grad_b0, r0, {0});
+  if (need_input_grad) {
+    at::addmm_out(grad_y, v.narrow(1, 0, K), r0, A0.narrow(1, 0, K), /*beta=*/alpha, /*alpha=*/1);
+  }
+
+  // The rest of the tangent (overwrites r_0): adot_l = A_l v + W_l zdot_{l-1}, and
+  // zdot_l = sigma'(a_l) adot_l in place.
+  if (L > 1) {
+    Tensor rest = work.narrow(1, H, LH - H);
+    at::mm_out(rest, v, A.narrow(0, H, LH - H).t());
+  }
+  for_each_row(B, H, [&](int64_t i) { cpu::row_dact_scale<F, true>(w_p + i * LH, pre_p + i * M, H, slope); });
+  for (int64_t l = 1; l < L; ++l) {
+    block(work, l, H).addmm_(block(work, l - 1, H), W[l - 1].t());
+    for_each_row(B, H, [&](int64_t i) {
+      cpu::row_dact_scale<F, false>(w_p + i * LH + l * H, pre_p + i * M + l * H, H, slope);
+    });
+  }
+
+  // The potential's own gradient u enters through z~ = zdot + u z and v~ = v + u y.
+  const bool has_u = grad_psi != nullptr && grad_psi->ne(0).any().item<bool>();
+  Tensor v_mix = v;
+  if (has_u) {
+    const T* u_p = grad_psi->data_ptr<T>();
+    for_each_row(B, LH, [&](int64_t i) {
+      cpu::row_add_act<F, true>(w_p + i * LH, pre_p + i * M, u_p[i], H, slope);
+      cpu::row_add_act<F, false>(w_p + i * LH + H, pre_p + i * M + H, u_p[i], LH - H, slope);
+    });
+    v_mix = v.clone();
+    v_mix.narrow(1, 0, K).addcmul_(y, grad_psi->unsqueeze(1));
+  }
+
+  // Output layer: delta_L = sigma'(a_L); dw_out = z~_{L-1}^T delta_L, dA_L = delta_L^T v~.
+  Tensor delta_out = at::empty({B}, y.options());
+  T* do_p = delta_out.data_ptr<T>();
+  for (int64_t i = 0; i < B; ++i) do_p[i] = F::df(pre_p[i * M + M - 1], slope);
+  at::mv_out(grad_w_out, block(work, L - 1, H).t(), delta_out);
+  Tensor grad_A_out = grad_A.select(0, M - 1);
+  at::mv_out(grad_A_out, v_mix.t(), delta_out);
+  if (has_u) grad_b.select(0, M - 1).copy_(at::dot(*grad_psi, delta_out));
+
+  // Top-down: delta_l = sigma'(a_l) e_l into block l (z~_l was last read by dW_l / dw_out),
+  // then dA_l = delta_l^T v~ (+= for layer 0, which holds r_0^T y), dW_{l-1} = delta_l^T
+  // z~_{l-1}, db_l += delta_l^T u.
+  for (int64_t l = L - 1; l >= 0; --l) {
+    with_layer_kind(l == 0, [&](auto first) {
+      for_each_row(B, H, [&](int64_t i) {
+        const auto [e, c] = upstream_row(i, l);
+        cpu::row_dact_mul<F, decltype(first)::value>(w_p + i * LH + l * H, pre_p + i * M + l * H,
+                                                     e, c, H, slope);
+      });
+    });
+    const Tensor delta_l = block(work, l, H);
+    Tensor grad_A_l = grad_A.narrow(0, l * H, H);
+    if (l == 0) {
+      grad_A_l.addmm_(delta_l.t(), v_mix);
+    } else {
+      at::mm_out(grad_A_l, delta_l.t(), v_mix);
+      Tensor grad_W_l = grad_W[l - 1];
+      at::mm_out(grad_W_l, delta_l.t(), block(work, l - 1, H));
+    }
+    if (has_u) grad_b.narrow(0, l * H, H).addmv_(delta_l.t(), *grad_psi);
+  }
+  if (need_input_grad && has_u) grad_y.addcmul_(grad.narrow(1, 0, K), grad_psi->unsqueeze(1));
+}
+
 template <typename T, Activation act>
 void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, const Tensor& A,
                      const Tensor& W, const Tensor& w_out, const Tensor& grad, const Tensor& pre,
@@ -133,7 +254,7 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
   using F = Act<act>;
   constexpr bool kCurved = F::kHiddenCurvature;
   const int64_t B = dims.batch, d = dims.dim, K = dims.in_dim, H = dims.hidden, L = dims.layers;
-  const int64_t M = dims.stacked, LH = L * H, LHs = (L - 1) * H;  // LHs: saved upstream width
+  const int64_t M = dims.stacked, LH = L * H;
   const bool padded = K < d;  // y stands for [y, 0]
   const bool skinny = d <= kSkinnyDim;
   const Tensor At = skinny ? A.t().contiguous() : Tensor();  // (d, M)
@@ -143,12 +264,15 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
   const T* wo_p = w_out.data_ptr<T>();
   const T* y_p = y.data_ptr<T>();
 
-  // e_l = W_{l+1}^T delta_{l+1} of sample i as (pointer, scale): saved for l < L-1; the last
-  // one is delta_L * w_out with delta_L = sigma'(a_L), rebuilt here instead of stored.
-  auto upstream_row = [&](int64_t i, int64_t l) -> std::pair<const T*, T> {
-    if (l < L - 1) return {up_p + i * LHs + l * H, T(1)};
-    return {wo_p, F::df(pre_p[i * M + M - 1], slope)};
-  };
+  const UpstreamRows<T, F> upstream_row{up_p, pre_p, wo_p, L, H, M, slope};
+  if constexpr (!kCurved) {
+    if (!skinny) {
+      backward_leaky_in_place<T, act>(grad_psi, v, y, A, W, grad, pre, alpha, slope,
+                                      need_input_grad, upstream_row, dims, grad_y, grad_A, grad_b,
+                                      grad_W, grad_w_out);
+      return;
+    }
+  }
 
   // Tangent of the forward pass along v: adot = A v (+ W_l zdot_{l-1}), zdot = sigma'(a) adot.
   Tensor tan;
@@ -294,7 +418,7 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
     if (skinny) {
       T* gy_p = grad_y.data_ptr<T>();
       const T* v_p = v.data_ptr<T>();
-      const T* g_p = grad.data_ptr<T>();
+      const T* g_p = has_u ? grad.data_ptr<T>() : nullptr;  // read only with u
       const T* u_p = has_u ? grad_psi->data_ptr<T>() : nullptr;
       for_each_row(B, r_width * K, [&](int64_t i) {
         for (int64_t k = 0; k < K; ++k) {
@@ -336,17 +460,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> icnn_forward_cpu(
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> icnn_backward_cpu(
     const c10::optional<Tensor>& grad_psi_in, const Tensor& grad_map_in, const Tensor& y_in,
-    const Tensor& A_in, const Tensor& W_in, const Tensor& w_out_in, const Tensor& grad_in,
-    const Tensor& pre_in, const Tensor& upstream_in, double strong_convexity,
-    c10::string_view activation, double negative_slope, bool need_input_grad) {
+    const Tensor& A_in, const Tensor& W_in, const Tensor& w_out_in,
+    const c10::optional<Tensor>& grad_in, const Tensor& pre_in, const Tensor& upstream_in,
+    double strong_convexity, c10::string_view activation, double negative_slope,
+    bool need_input_grad) {
   constexpr const char* op = "lidvae_ext::icnn_backward";
   const std::string act_name(activation);
   const IcnnDims dims =
       check_backward_args(grad_psi_in, grad_map_in, y_in, A_in, W_in, w_out_in, grad_in, pre_in,
                           upstream_in, strong_convexity, act_name, negative_slope, op);
   const Tensor v = grad_map_in.contiguous(), y = y_in.contiguous(), A = A_in.contiguous();
-  const Tensor W = W_in.contiguous(), w_out = w_out_in.contiguous(), grad = grad_in.contiguous();
+  const Tensor W = W_in.contiguous(), w_out = w_out_in.contiguous();
   const Tensor pre = pre_in.contiguous(), upstream = upstream_in.contiguous();
+  // The saved map is read only with grad_psi (checked above): undefined otherwise.
+  const Tensor grad = grad_in.has_value() ? grad_in->contiguous() : Tensor();
   Tensor grad_psi;
   if (grad_psi_in.has_value()) grad_psi = grad_psi_in->contiguous();
   BackwardOutputs out(dims, A, W, w_out, need_input_grad);

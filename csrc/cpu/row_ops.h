@@ -49,6 +49,18 @@ inline void row_dact_mul(T* __restrict__ out, const T* __restrict__ a, const T* 
   for (int64_t j = 0; j < n; ++j) out[j] = dact<F, kFirst>(a[j], s) * (c * x[j]);
 }
 
+// x = sigma'(a) * x, in place (a tangent adot becomes zdot)
+template <typename F, bool kFirst, typename T>
+inline void row_dact_scale(T* __restrict__ x, const T* __restrict__ a, int64_t n, T s) {
+  for (int64_t j = 0; j < n; ++j) x[j] *= dact<F, kFirst>(a[j], s);
+}
+
+// x = x + u * sigma(a), in place (z~ = zdot + u z when the potential has a gradient u)
+template <typename F, bool kFirst, typename T>
+inline void row_add_act(T* __restrict__ x, const T* __restrict__ a, T u, int64_t n, T s) {
+  for (int64_t j = 0; j < n; ++j) x[j] += u * act<F, kFirst>(a[j], s);
+}
+
 // out = sigma''(a) * x * (c * e) + sigma'(a) * back   (curvature adjoint r_l)
 template <typename F, bool kFirst, typename T>
 inline void row_curvature(T* __restrict__ out, const T* __restrict__ a, const T* __restrict__ x,

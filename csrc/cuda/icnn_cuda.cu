@@ -446,7 +446,8 @@ bool fused_backward(const Tensor* grad_psi, const Tensor& v, const Tensor& y, co
   const T* grad_psi_p = grad_psi != nullptr ? grad_psi->data_ptr<T>() : nullptr;
   T* grad_y_p = need_input_grad ? grad_y.data_ptr<T>() : nullptr;
   launch_kernel(kernel, grid, kFusedThreads, bytes, grad_psi_p, v.data_ptr<T>(), y.data_ptr<T>(),
-                A.data_ptr<T>(), W.data_ptr<T>(), w_out.data_ptr<T>(), grad.data_ptr<T>(), pre.data_ptr<T>(),
+                A.data_ptr<T>(), W.data_ptr<T>(), w_out.data_ptr<T>(),
+                grad.defined() ? grad.data_ptr<T>() : nullptr, pre.data_ptr<T>(),
                 upstream.data_ptr<T>(), grad_y_p, partial.data_ptr<T>(), dims.batch, static_cast<int>(d),
                 static_cast<int>(dims.in_dim), static_cast<int>(L), slots, alpha, slope);
   launch_kernel(icnn_reduce_partials_kernel<T>, elementwise_grid(P), kElementwiseThreads, 0,
@@ -539,9 +540,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> icnn_forward_cuda(
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> icnn_backward_cuda(
     const c10::optional<Tensor>& grad_psi_in, const Tensor& grad_map_in, const Tensor& y_in,
-    const Tensor& A_in, const Tensor& W_in, const Tensor& w_out_in, const Tensor& grad_in,
-    const Tensor& pre_in, const Tensor& upstream_in, double strong_convexity,
-    c10::string_view activation, double negative_slope, bool need_input_grad) {
+    const Tensor& A_in, const Tensor& W_in, const Tensor& w_out_in,
+    const c10::optional<Tensor>& grad_in, const Tensor& pre_in, const Tensor& upstream_in,
+    double strong_convexity, c10::string_view activation, double negative_slope,
+    bool need_input_grad) {
   constexpr const char* op = "lidvae_ext::icnn_backward";
   const std::string act_name(activation);
   const IcnnDims dims =
@@ -552,8 +554,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> icnn_backward_cuda(
   const PathMode mode = path_mode();
   check_fused_width(mode, dims.hidden, op);
   const Tensor v = grad_map_in.contiguous(), y = y_in.contiguous(), A = A_in.contiguous();
-  const Tensor W = W_in.contiguous(), w_out = w_out_in.contiguous(), grad = grad_in.contiguous();
+  const Tensor W = W_in.contiguous(), w_out = w_out_in.contiguous();
   const Tensor pre = pre_in.contiguous(), upstream = upstream_in.contiguous();
+  // The saved map is read only with grad_psi (checked above): undefined otherwise.
+  const Tensor grad = grad_in.has_value() ? grad_in->contiguous() : Tensor();
   Tensor grad_psi;
   if (grad_psi_in.has_value()) grad_psi = grad_psi_in->contiguous();
   BackwardOutputs out(dims, A, W, w_out, need_input_grad);
