@@ -354,7 +354,7 @@ __global__ void __launch_bounds__(kFusedThreads)
                                const T* __restrict__ A,         // (M, d) stacked input weights
                                const T* __restrict__ W,         // (L-1, H, H) hidden weights
                                const T* __restrict__ w_out,     // (H) last-layer weights
-                               const T* __restrict__ grad,      // (B, d) saved map (read only with grad_psi)
+                               const T* __restrict__ grad,      // (B, d) the map; read only with grad_psi, else may be nullptr
                                const T* __restrict__ pre,       // (B, M) saved pre-activations
                                const T* __restrict__ upstream,  // (B, (L-1)*H) saved e_0..e_{L-2}
                                T* __restrict__ grad_y,          // (B, K) out: dLoss/dy, or nullptr (skipped)
