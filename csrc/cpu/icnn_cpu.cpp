@@ -52,26 +52,33 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
   const T* y_p = y.data_ptr<T>();
   T* pre_p = pre.data_ptr<T>();
 
-  // Every input product A_l y + b_l at once: pre = b + y A^T.
+  // Every input product A_l y at once: pre = y A^T, plus b — folded into the row-wise
+  // products (skinny) or, after one plain GEMM, into the activation passes below (the bias
+  // broadcast of addmm costs a separate pass over (B, M) in ATen).
+  const T* b_p = b.data_ptr<T>();
   if (skinny) {
-    const T* b_p = b.data_ptr<T>();
     for_each_row(B, M * K, [&](int64_t i) {
       cpu::row_skinny_product(pre_p + i * M, b_p, At_p, y_p + i * K, K, M, M);
     });
   } else {
-    at::addmm_out(pre, b, y, padded ? A.narrow(1, 0, K).t() : A.t());
+    at::mm_out(pre, y, padded ? A.narrow(1, 0, K).t() : A.t());
   }
+  const T* bias = skinny ? nullptr : b_p;  // still to add
 
   // Forward through the layers; z holds z_{l-1} while layer l is formed.
   Tensor z = at::empty({B, H}, y.options());
   T* z_p = z.data_ptr<T>();
-  for_each_row(B, H, [&](int64_t i) { cpu::row_act<F, true>(z_p + i * H, pre_p + i * M, H, slope); });
+  for_each_row(B, H, [&](int64_t i) {
+    cpu::row_bias_act<F, true>(z_p + i * H, pre_p + i * M, bias, H, slope);
+  });
   for (int64_t l = 1; l < L; ++l) {
     block(pre, l, H).addmm_(z, W[l - 1].t());
+    const T* bias_l = bias ? bias + l * H : nullptr;
     for_each_row(B, H, [&](int64_t i) {
-      cpu::row_act<F, false>(z_p + i * H, pre_p + i * M + l * H, H, slope);
+      cpu::row_bias_act<F, false>(z_p + i * H, pre_p + i * M + l * H, bias_l, H, slope);
     });
   }
+  const T bias_out = bias ? bias[M - 1] : T(0);
 
   // Output layer, potential, and the first reverse step: delta_L = sigma'(a_L),
   // delta_{L-1} = sigma'(a_{L-1}) e_{L-1} with e_{L-1} = delta_L w_out (not stored:
@@ -83,7 +90,7 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
   const T* wo_p = w_out.data_ptr<T>();
   with_layer_kind(L == 1, [&](auto first) {
     for_each_row(B, 2 * H + K, [&](int64_t i) {
-      const T a_out = pre_p[i * M + M - 1] + cpu::dot(z_p + i * H, wo_p, H);
+      const T a_out = pre_p[i * M + M - 1] + bias_out + cpu::dot(z_p + i * H, wo_p, H);
       pre_p[i * M + M - 1] = a_out;
       const T* yi = y_p + i * K;
       psi_p[i] = F::f(a_out, slope) + T(0.5) * alpha * cpu::dot(yi, yi, K);

@@ -42,6 +42,22 @@ inline void row_act(T* __restrict__ z, const T* __restrict__ a, int64_t n, T s) 
   for (int64_t j = 0; j < n; ++j) z[j] = act<F, kFirst>(a[j], s);
 }
 
+// a += bias (skipped when bias is null), then z = sigma(a): the bias of an input
+// product that was done without it, folded into the activation pass
+template <typename F, bool kFirst, typename T>
+inline void row_bias_act(T* __restrict__ z, T* __restrict__ a, const T* __restrict__ bias, int64_t n,
+                         T s) {
+  if (bias == nullptr) {
+    for (int64_t j = 0; j < n; ++j) z[j] = act<F, kFirst>(a[j], s);
+    return;
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    const T t = a[j] + bias[j];
+    a[j] = t;
+    z[j] = act<F, kFirst>(t, s);
+  }
+}
+
 // out = sigma'(a) * (c * x)
 template <typename F, bool kFirst, typename T>
 inline void row_dact_mul(T* __restrict__ out, const T* __restrict__ a, const T* __restrict__ x,
