@@ -93,6 +93,12 @@ inline void row_curvature_local(T* __restrict__ out, const T* __restrict__ a,
   for (int64_t j = 0; j < n; ++j) out[j] = d2act<F, kFirst>(a[j], s) * x[j] * (c * e[j]);
 }
 
+// out += c * x
+template <typename T>
+inline void row_axpy(T* __restrict__ out, const T* __restrict__ x, T c, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) out[j] += c * x[j];
+}
+
 template <typename T>
 inline T dot(const T* __restrict__ x, const T* __restrict__ y, int64_t n) {
   T acc = 0;
