@@ -1,0 +1,187 @@
+// CPU backward of the leaky-ReLU family (sigma'' = 0 after layer 0): one workspace, in place.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <optional>
+
+#include "cpu/backward_common.h"
+#include "cpu/row_ops.h"
+#include "icnn_activations.h"
+#include "icnn_checks.h"
+
+namespace lidvae {
+namespace cpu {
+
+// Leaky-ReLU backward (sigma'' = 0 after layer 0, so r_0 is the only curvature term) with
+// ONE (B, L*H) workspace: its block l holds adot_l, then zdot_l (in place), then delta_l,
+// each overwritten top-down right after its last use; r_0 lives in block 1 until adot_1 is
+// formed (its own buffer only when L = 1). Input-side products are GEMMs, or row-wise
+// loops when d <= kSkinnyDim (At_p = A^T (d, M) given).
+template <typename T, Activation act>
+void backward_leaky_in_place(const Tensor* grad_psi, const Tensor& v, const Tensor& y,
+                             const Tensor& A, const T* At_p, const Tensor& W, const Tensor& grad,
+                             const Tensor& pre, T alpha, T slope, bool need_input_grad,
+                             const UpstreamRows<T, Act<act>>& upstream_row, const IcnnDims& dims,
+                             Tensor& grad_y, Tensor& grad_A, Tensor& grad_b, Tensor& grad_W,
+                             Tensor& grad_w_out) {
+  using F = Act<act>;
+  static_assert(!F::kHiddenCurvature, "only sigma'' = 0 after layer 0");
+  const int64_t B = dims.batch, d = dims.dim, K = dims.in_dim, H = dims.hidden, L = dims.layers;
+  const int64_t M = dims.stacked, LH = L * H;
+  const bool padded = K < d;  // y stands for [y, 0]
+  const bool skinny = At_p != nullptr;
+  const T* pre_p = pre.data_ptr<T>();
+  const T* v_p = v.data_ptr<T>();
+  const T* y_p = y.data_ptr<T>();
+  Tensor work = at::empty({B, LH}, y.options());
+  T* w_p = work.data_ptr<T>();
+  std::optional<SkinnyGradA<T>> skinny_dA;
+  if (skinny) skinny_dA.emplace(B, d, M, y.options());
+
+  if (skinny) {
+    // One pass per row: adot = A v for every hidden block (row-wise: d is tiny), r_0 =
+    // sigma_0''(a_0) adot_0 e_0 in a per-thread row buffer with all its terms (dA_0 += r_0
+    // y^T, db_0 += r_0, dy = A_0^T r_0 + alpha v), then zdot_0 = sigma_0'(a_0) adot_0 in place.
+    const int64_t threads = at::get_num_threads();
+    Tensor r_rows = at::empty({threads, H}, y.options());
+    Tensor db0_partial = at::zeros({threads, H}, y.options());
+    T* gy_p = need_input_grad ? grad_y.data_ptr<T>() : nullptr;
+    const int64_t grain = std::max<int64_t>(1, (1 << 14) / (LH * d + 4 * H));
+    at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
+      const int64_t t = at::get_thread_num();
+      T* r_row = r_rows.data_ptr<T>() + t * H;
+      T* db0 = db0_partial.data_ptr<T>() + t * H;
+      T* acc = skinny_dA->thread_partial();
+      for (int64_t i = begin; i < end; ++i) {
+        T* w_row = w_p + i * LH;
+        const T* a_row = pre_p + i * M;
+        cpu::row_skinny_product<T>(w_row, nullptr, At_p, v_p + i * d, d, LH, M);
+        const auto [e, c] = upstream_row(i, 0);
+        cpu::row_curvature_local<F, true>(r_row, a_row, w_row, e, c, H, slope);
+        cpu::row_axpy(db0, r_row, T(1), H);
+        for (int64_t k = 0; k < K; ++k) cpu::row_axpy(acc + k * M, r_row, y_p[i * K + k], H);
+        if (gy_p != nullptr) {
+          for (int64_t k = 0; k < K; ++k)
+            gy_p[i * K + k] = alpha * v_p[i * d + k] + cpu::dot(r_row, At_p + k * M, H);
+        }
+        cpu::row_dact_scale<F, true>(w_row, a_row, H, slope);
+      }
+    });
+    grad_b.zero_();
+    grad_b.narrow(0, 0, H).copy_(db0_partial.sum(0));
+  } else {
+    // adot_0 = A_0 v, then r_0 = sigma_0''(a_0) adot_0 e_0 (in block 1, free until adot_1)
+    // and its terms: dA_0 = r_0^T y (the columns y meets), db_0, dy = A_0^T r_0 + alpha v.
+    const Tensor A0 = A.narrow(0, 0, H);
+    Tensor adot0 = block(work, 0, H);
+    at::mm_out(adot0, v, A0.t());
+    const Tensor r0 = L > 1 ? block(work, 1, H) : at::empty({B, H}, y.options());
+    T* r_p = r0.data_ptr<T>();
+    const int64_t r_ld = r0.stride(0);
+    for_each_row(B, H, [&](int64_t i) {
+      const auto [e, c] = upstream_row(i, 0);
+      cpu::row_curvature_local<F, true>(r_p + i * r_ld, pre_p + i * M, w_p + i * LH, e, c, H, slope);
+    });
+    grad_b.zero_();
+    Tensor grad_b0 = grad_b.narrow(0, 0, H);
+    at::sum_out(grad_b0, r0, {0});
+    Tensor grad_A0 = grad_A.narrow(0, 0, H);
+    if (padded) grad_A0.narrow(1, K, d - K).zero_();
+    Tensor grad_A0_in = grad_A0.narrow(1, 0, K);
+    at::mm_out(grad_A0_in, r0.t(), y);
+    if (need_input_grad) {
+      at::addmm_out(grad_y, v.narrow(1, 0, K), r0, A0.narrow(1, 0, K), /*beta=*/alpha, /*alpha=*/1);
+    }
+    // The rest of the tangent (overwrites r_0): adot_l = A_l v (+ W_l zdot_{l-1} below), and
+    // zdot_0 = sigma_0'(a_0) adot_0 in place.
+    if (L > 1) {
+      Tensor rest = work.narrow(1, H, LH - H);
+      at::mm_out(rest, v, A.narrow(0, H, LH - H).t());
+    }
+    for_each_row(B, H, [&](int64_t i) {
+      cpu::row_dact_scale<F, true>(w_p + i * LH, pre_p + i * M, H, slope);
+    });
+  }
+
+  // zdot_l = sigma'(a_l) (A_l v + W_l zdot_{l-1}), in place.
+  for (int64_t l = 1; l < L; ++l) {
+    block(work, l, H).addmm_(block(work, l - 1, H), W[l - 1].t());
+    for_each_row(B, H, [&](int64_t i) {
+      cpu::row_dact_scale<F, false>(w_p + i * LH + l * H, pre_p + i * M + l * H, H, slope);
+    });
+  }
+
+  // The potential's own gradient u enters through z~ = zdot + u z and v~ = v + u y.
+  const bool has_u = grad_psi != nullptr && grad_psi->ne(0).any().item<bool>();
+  Tensor v_mix = v;
+  if (has_u) {
+    const T* u_p = grad_psi->data_ptr<T>();
+    for_each_row(B, LH, [&](int64_t i) {
+      cpu::row_add_act<F, true>(w_p + i * LH, pre_p + i * M, u_p[i], H, slope);
+      cpu::row_add_act<F, false>(w_p + i * LH + H, pre_p + i * M + H, u_p[i], LH - H, slope);
+    });
+    v_mix = v.clone();
+    v_mix.narrow(1, 0, K).addcmul_(y, grad_psi->unsqueeze(1));
+  }
+
+  // Output layer: delta_L = sigma'(a_L); dw_out = z~_{L-1}^T delta_L, dA_L = delta_L^T v~.
+  Tensor delta_out = at::empty({B}, y.options());
+  T* do_p = delta_out.data_ptr<T>();
+  for (int64_t i = 0; i < B; ++i) do_p[i] = F::df(pre_p[i * M + M - 1], slope);
+  at::mv_out(grad_w_out, block(work, L - 1, H).t(), delta_out);
+  const T* vm_p = v_mix.data_ptr<T>();
+  if (!skinny) {  // (the row-wise path adds it in its layer L-1 pass below)
+    Tensor grad_A_out = grad_A.select(0, M - 1);
+    at::mv_out(grad_A_out, v_mix.t(), delta_out);
+  }
+  if (has_u) grad_b.select(0, M - 1).copy_(at::dot(*grad_psi, delta_out));
+
+  // Top-down: delta_l = sigma'(a_l) e_l into block l (z~_l was last read by dW_l / dw_out),
+  // then dA_l = delta_l^T v~ (+= for layer 0, which holds r_0^T y), dW_{l-1} = delta_l^T
+  // z~_{l-1}, db_l += delta_l^T u.
+  // Row-wise path: the dA terms are accumulated in the same pass that forms delta_l.
+  for (int64_t l = L - 1; l >= 0; --l) {
+    with_layer_kind(l == 0, [&](auto first) {
+      constexpr bool kFirst = decltype(first)::value;
+      if (skinny) {
+        const bool with_out = l == L - 1;
+        const int64_t grain = std::max<int64_t>(1, (1 << 14) / ((d + 2) * H));
+        at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
+          T* acc = skinny_dA->thread_partial();
+          for (int64_t i = begin; i < end; ++i) {
+            const auto [e, c] = upstream_row(i, l);
+            T* delta_row = w_p + i * LH + l * H;
+            cpu::row_dact_mul<F, kFirst>(delta_row, pre_p + i * M + l * H, e, c, H, slope);
+            for (int64_t k = 0; k < d; ++k) {
+              const T vk = vm_p[i * d + k];
+              cpu::row_axpy(acc + k * M + l * H, delta_row, vk, H);
+              if (with_out) acc[k * M + M - 1] += do_p[i] * vk;
+            }
+          }
+        });
+      } else {
+        for_each_row(B, H, [&](int64_t i) {
+          const auto [e, c] = upstream_row(i, l);
+          cpu::row_dact_mul<F, kFirst>(w_p + i * LH + l * H, pre_p + i * M + l * H, e, c, H, slope);
+        });
+      }
+    });
+    const Tensor delta_l = block(work, l, H);
+    if (!skinny) {
+      Tensor grad_A_l = grad_A.narrow(0, l * H, H);
+      if (l == 0) grad_A_l.addmm_(delta_l.t(), v_mix); else at::mm_out(grad_A_l, delta_l.t(), v_mix);
+    }
+    if (l >= 1) {
+      Tensor grad_W_l = grad_W[l - 1];
+      at::mm_out(grad_W_l, delta_l.t(), block(work, l - 1, H));
+    }
+    if (has_u) grad_b.narrow(0, l * H, H).addmv_(delta_l.t(), *grad_psi);
+  }
+  if (skinny) skinny_dA->write(grad_A);
+  if (need_input_grad && has_u) grad_y.addcmul_(grad.narrow(1, 0, K), grad_psi->unsqueeze(1));
+}
+
+}  // namespace cpu
+}  // namespace lidvae
