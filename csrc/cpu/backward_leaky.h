@@ -39,6 +39,8 @@ void backward_leaky_in_place(const Tensor* grad_psi, const Tensor& v, const Tens
   T* w_p = work.data_ptr<T>();
   std::optional<SkinnyGradA<T>> skinny_dA;
   if (skinny) skinny_dA.emplace(B, d, M, y.options());
+  Tensor delta_out = at::empty({B}, y.options());  // delta_L = sigma'(a_L)
+  T* do_p = delta_out.data_ptr<T>();
 
   if (skinny) {
     // One pass per row: adot = A v for every hidden block (row-wise: d is tiny), r_0 =
@@ -67,6 +69,7 @@ void backward_leaky_in_place(const Tensor* grad_psi, const Tensor& v, const Tens
             gy_p[i * K + k] = alpha * v_p[i * d + k] + cpu::dot(r_row, At_p + k * M, H);
         }
         cpu::row_dact_scale<F, true>(w_row, a_row, H, slope);
+        do_p[i] = F::df(a_row[M - 1], slope);
       }
     });
     grad_b.zero_();
@@ -102,6 +105,7 @@ void backward_leaky_in_place(const Tensor* grad_psi, const Tensor& v, const Tens
     }
     for_each_row(B, H, [&](int64_t i) {
       cpu::row_dact_scale<F, true>(w_p + i * LH, pre_p + i * M, H, slope);
+      do_p[i] = F::df(pre_p[i * M + M - 1], slope);
     });
   }
 
@@ -126,10 +130,7 @@ void backward_leaky_in_place(const Tensor* grad_psi, const Tensor& v, const Tens
     v_mix.narrow(1, 0, K).addcmul_(y, grad_psi->unsqueeze(1));
   }
 
-  // Output layer: delta_L = sigma'(a_L); dw_out = z~_{L-1}^T delta_L, dA_L = delta_L^T v~.
-  Tensor delta_out = at::empty({B}, y.options());
-  T* do_p = delta_out.data_ptr<T>();
-  for (int64_t i = 0; i < B; ++i) do_p[i] = F::df(pre_p[i * M + M - 1], slope);
+  // Output layer: dw_out = z~_{L-1}^T delta_L, dA_L = delta_L^T v~.
   at::mv_out(grad_w_out, block(work, L - 1, H).t(), delta_out);
   const T* vm_p = v_mix.data_ptr<T>();
   if (!skinny) {  // (the row-wise path adds it in its layer L-1 pass below)

@@ -54,27 +54,32 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
   // Every input product A_l y at once: pre = y A^T, plus b — folded into the row-wise
   // products (skinny) or, after one plain GEMM, into the activation passes below (the bias
   // broadcast of addmm costs a separate pass over (B, M) in ATen).
+  // The one workspace, delta (B, M), for the sensitivities of the reverse sweep; until
+  // then its block L-1 holds z, which is z_{l-1} while layer l is formed (the output loop
+  // reads z_{L-1} of a row before it writes delta_{L-1} there).
+  Tensor delta = at::empty({B, M}, y.options());
+  T* delta_p = delta.data_ptr<T>();
+  const Tensor z = block(delta, L - 1, H);
+  T* z_p = delta_p + (L - 1) * H;  // row stride M
+
   const T* b_p = b.data_ptr<T>();
-  if (skinny) {
-    for_each_row(B, M * K, [&](int64_t i) {
+  const T* bias = skinny ? nullptr : b_p;  // still to add after the GEMM
+  if (skinny) {  // row-wise products with the bias, and z_0, in one pass
+    for_each_row(B, M * K + H, [&](int64_t i) {
       cpu::row_skinny_product(pre_p + i * M, b_p, At_p, y_p + i * K, K, M, M);
+      cpu::row_bias_act<F, true>(z_p + i * M, pre_p + i * M, static_cast<const T*>(nullptr), H, slope);
     });
   } else {
     at::mm_out(pre, y, padded ? A.narrow(1, 0, K).t() : A.t());
+    for_each_row(B, H, [&](int64_t i) {
+      cpu::row_bias_act<F, true>(z_p + i * M, pre_p + i * M, bias, H, slope);
+    });
   }
-  const T* bias = skinny ? nullptr : b_p;  // still to add
-
-  // Forward through the layers; z holds z_{l-1} while layer l is formed.
-  Tensor z = at::empty({B, H}, y.options());
-  T* z_p = z.data_ptr<T>();
-  for_each_row(B, H, [&](int64_t i) {
-    cpu::row_bias_act<F, true>(z_p + i * H, pre_p + i * M, bias, H, slope);
-  });
   for (int64_t l = 1; l < L; ++l) {
     block(pre, l, H).addmm_(z, W[l - 1].t());
     const T* bias_l = bias ? bias + l * H : nullptr;
     for_each_row(B, H, [&](int64_t i) {
-      cpu::row_bias_act<F, false>(z_p + i * H, pre_p + i * M + l * H, bias_l, H, slope);
+      cpu::row_bias_act<F, false>(z_p + i * M, pre_p + i * M + l * H, bias_l, H, slope);
     });
   }
   const T bias_out = bias ? bias[M - 1] : T(0);
@@ -82,14 +87,20 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
   // Output layer, potential, and the first reverse step: delta_L = sigma'(a_L),
   // delta_{L-1} = sigma'(a_{L-1}) e_{L-1} with e_{L-1} = delta_L w_out (not stored:
   // the backward rebuilds it from a_L for free).
-  Tensor delta = at::empty({B, M}, y.options());
-  T* delta_p = delta.data_ptr<T>();
   T* psi_p = psi.data_ptr<T>();
+  // Row-wise map for tiny d, done in the pass that completes delta_0 of the row.
+  T* g_p = grad.data_ptr<T>();
+  auto skinny_grad_row = [&](int64_t i) {
+    for (int64_t k = 0; k < d; ++k) {
+      const T self = k < K ? alpha * y_p[i * K + k] : T(0);
+      g_p[i * d + k] = self + cpu::dot(delta_p + i * M, At_p + k * M, M);
+    }
+  };
   T* up_p = upstream.data_ptr<T>();
   const T* wo_p = w_out.data_ptr<T>();
   with_layer_kind(L == 1, [&](auto first) {
     for_each_row(B, 2 * H + K, [&](int64_t i) {
-      const T a_out = pre_p[i * M + M - 1] + bias_out + cpu::dot(z_p + i * H, wo_p, H);
+      const T a_out = pre_p[i * M + M - 1] + bias_out + cpu::dot(z_p + i * M, wo_p, H);
       pre_p[i * M + M - 1] = a_out;
       const T* yi = y_p + i * K;
       psi_p[i] = F::f(a_out, slope) + T(0.5) * alpha * cpu::dot(yi, yi, K);
@@ -98,6 +109,7 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
       cpu::row_dact_mul<F, decltype(first)::value>(delta_p + i * M + (L - 1) * H,
                                                    pre_p + i * M + (L - 1) * H, wo_p, delta_out, H,
                                                    slope);
+      if (skinny && L == 1) skinny_grad_row(i);
     });
   });
   // Remaining reverse steps: e_{l-1} = W_l^T delta_l, delta_{l-1} = sigma'(a_{l-1}) e_{l-1}.
@@ -109,29 +121,20 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
         cpu::row_dact_mul<F, decltype(first)::value>(delta_p + i * M + (l - 1) * H,
                                                      pre_p + i * M + (l - 1) * H,
                                                      up_p + i * LHs + (l - 1) * H, T(1), H, slope);
+        if (skinny && l == 1) skinny_grad_row(i);
       });
     });
   }
 
-  // grad = sum_l A_l^T delta_l + alpha y: one product with the stacked A.
-  if (skinny) {
-    T* g_p = grad.data_ptr<T>();
-    for_each_row(B, M * d, [&](int64_t i) {
-      for (int64_t k = 0; k < d; ++k) {
-        const T self = k < K ? alpha * y_p[i * K + k] : T(0);
-        g_p[i * d + k] = self + cpu::dot(delta_p + i * M, At_p + k * M, M);
-      }
-    });
-  } else if (!padded) {
+  // grad = sum_l A_l^T delta_l + alpha y: one product with the stacked A (for tiny d it was
+  // done row-wise above).
+  if (!skinny && !padded) {
     at::addmm_out(grad, y, delta, A, /*beta=*/alpha, /*alpha=*/1);
-  } else {
+  } else if (!skinny) {
     at::mm_out(grad, delta, A);
     if (alpha != T(0)) grad.narrow(1, 0, K).add_(y, alpha);
   }
 }
-
-#include "cpu/backward_leaky.h"
-#include "cpu/backward_curved.h"
 
 template <typename T, Activation act>
 void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, const Tensor& A,
