@@ -52,8 +52,12 @@ def _grad_worker(rank: int, world: int, port: int, path: str) -> None:
             out = model(x[idx], eps=eps[idx], normalizer=x.shape[0] / world)
             out["loss"].backward()
             grads[kind] = {n: p.grad.clone() for n, p in model.module.named_parameters()}
+            del model, out  # release the DDP reducer (and its gloo work) before teardown
         if rank == 0:
             torch.save(grads, path)
+        # Tear down together: a rank destroying its gloo group while the other still talks to it
+        # has been seen to abort the process (std::terminate in gloo's shutdown).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
