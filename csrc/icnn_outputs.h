@@ -1,5 +1,5 @@
-// Host-side helpers shared by every backend's operator entry points: output
-// allocation (with the empty-batch case) and the activation dispatch.
+// Host-side helpers shared by every backend's operator entry points: contiguous
+// inputs, output allocation (with the empty-batch case) and the activation dispatch.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -25,6 +25,29 @@ void dispatch_activation(Activation act, const Fn& fn) {
       break;
   }
 }
+
+// icnn_backward's tensor inputs made contiguous (no copy when they already are). The
+// optional grad_psi and grad stay undefined when absent.
+struct BackwardInputs {
+  at::Tensor grad_psi, v, y, A, W, w_out, grad, pre, upstream;
+
+  BackwardInputs(const c10::optional<at::Tensor>& grad_psi_in, const at::Tensor& grad_map,
+                 const at::Tensor& y_in, const at::Tensor& A_in, const at::Tensor& W_in,
+                 const at::Tensor& w_out_in, const c10::optional<at::Tensor>& grad_in,
+                 const at::Tensor& pre_in, const at::Tensor& upstream_in)
+      : grad_psi(grad_psi_in.has_value() ? grad_psi_in->contiguous() : at::Tensor()),
+        v(grad_map.contiguous()),
+        y(y_in.contiguous()),
+        A(A_in.contiguous()),
+        W(W_in.contiguous()),
+        w_out(w_out_in.contiguous()),
+        grad(grad_in.has_value() ? grad_in->contiguous() : at::Tensor()),
+        pre(pre_in.contiguous()),
+        upstream(upstream_in.contiguous()) {}
+
+  // u = dLoss/dpsi for the kernels, or nullptr when psi gets no gradient.
+  const at::Tensor* grad_psi_or_null() const { return grad_psi.defined() ? &grad_psi : nullptr; }
+};
 
 // Uninitialized outputs of icnn_forward: psi (B), grad (B, d), pre (B, M),
 // upstream (B, (L-1)*H).

@@ -194,20 +194,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> icnn_backward_cpu(
   const IcnnDims dims =
       check_backward_args(grad_psi_in, grad_map_in, y_in, A_in, W_in, w_out_in, grad_in, pre_in,
                           upstream_in, strong_convexity, act_name, negative_slope, op);
-  const Tensor v = grad_map_in.contiguous(), y = y_in.contiguous(), A = A_in.contiguous();
-  const Tensor W = W_in.contiguous(), w_out = w_out_in.contiguous();
-  const Tensor pre = pre_in.contiguous(), upstream = upstream_in.contiguous();
-  // The saved map is read only with grad_psi (checked above): undefined otherwise.
-  const Tensor grad = grad_in.has_value() ? grad_in->contiguous() : Tensor();
-  Tensor grad_psi;
-  if (grad_psi_in.has_value()) grad_psi = grad_psi_in->contiguous();
-  BackwardOutputs out(dims, A, W, w_out, need_input_grad);
+  const BackwardInputs in(grad_psi_in, grad_map_in, y_in, A_in, W_in, w_out_in, grad_in, pre_in,
+                          upstream_in);
+  BackwardOutputs out(dims, in.A, in.W, in.w_out, need_input_grad);
   if (dims.batch == 0) return out.tuple();
   const Activation act = parse_activation(act_name, op);
-  AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "icnn_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES(in.y.scalar_type(), "icnn_backward_cpu", [&] {
     dispatch_activation(act, [&](auto tag) {
       backward_kernel<scalar_t, decltype(tag)::value>(
-          grad_psi.defined() ? &grad_psi : nullptr, v, y, A, W, w_out, grad, pre, upstream,
+          in.grad_psi_or_null(), in.v, in.y, in.A, in.W, in.w_out, in.grad, in.pre, in.upstream,
           static_cast<scalar_t>(strong_convexity), static_cast<scalar_t>(negative_slope),
           need_input_grad, dims, out.grad_y, out.grad_A, out.grad_b, out.grad_W, out.grad_w_out);
     });

@@ -553,19 +553,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> icnn_backward_cuda(
   check_arch_supported();
   const PathMode mode = path_mode();
   check_fused_width(mode, dims.hidden, op);
-  const Tensor v = grad_map_in.contiguous(), y = y_in.contiguous(), A = A_in.contiguous();
-  const Tensor W = W_in.contiguous(), w_out = w_out_in.contiguous();
-  const Tensor pre = pre_in.contiguous(), upstream = upstream_in.contiguous();
-  // The saved map is read only with grad_psi (checked above): undefined otherwise.
-  const Tensor grad = grad_in.has_value() ? grad_in->contiguous() : Tensor();
-  Tensor grad_psi;
-  if (grad_psi_in.has_value()) grad_psi = grad_psi_in->contiguous();
+  const BackwardInputs in(grad_psi_in, grad_map_in, y_in, A_in, W_in, w_out_in, grad_in, pre_in,
+                          upstream_in);
+  const Tensor &v = in.v, &y = in.y, &A = in.A, &W = in.W, &w_out = in.w_out, &grad = in.grad;
+  const Tensor &pre = in.pre, &upstream = in.upstream;
   BackwardOutputs out(dims, A, W, w_out, need_input_grad);
   if (dims.batch == 0) return out.tuple();
   Tensor &grad_y = out.grad_y, &grad_A = out.grad_A, &grad_b = out.grad_b, &grad_W = out.grad_W,
          &grad_w_out = out.grad_w_out;
   const Activation act = parse_activation(act_name, op);
-  const Tensor* grad_psi_p = grad_psi.defined() ? &grad_psi : nullptr;
+  const Tensor* grad_psi_p = in.grad_psi_or_null();
   AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "icnn_backward_cuda", [&] {
     dispatch_activation(act, [&](auto tag) {
       constexpr Activation kAct = decltype(tag)::value;
