@@ -10,6 +10,7 @@ Quick start::
 from __future__ import annotations
 
 from . import _extension, ops, reference
+from .errors import CheckpointError, TrainingDiverged
 from .nn import BrenierMap, ICNN, InjectiveLinear, LIDDecoder
 
 __version__ = "0.1.0"
@@ -22,9 +23,11 @@ def build_info() -> dict:
 
 __all__ = [
     "BrenierMap",
+    "CheckpointError",
     "ICNN",
     "InjectiveLinear",
     "LIDDecoder",
+    "TrainingDiverged",
     "build_info",
     "ops",
     "reference",

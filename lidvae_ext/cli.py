@@ -17,6 +17,7 @@ import argparse
 import os
 import runpy
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -163,14 +164,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from . import experiment
-    from .training import load_checkpoint
 
     data = None
     if args.data is not None:
         data = experiment.DataOptions(args.data, args.data_dir, args.train_size, args.test_size, args.seed)
     elif any(v is not None for v in (args.data_dir, args.train_size, args.test_size)):
-        saved = load_checkpoint(args.checkpoint).get("data", {})
-        data = experiment.DataOptions(**{**saved, **{k: v for k, v in (("data_dir", args.data_dir), (
+        saved = experiment.data_from_checkpoint(args.checkpoint)
+        data = experiment.DataOptions(**{**asdict(saved), **{k: v for k, v in (("data_dir", args.data_dir), (
             "train_size", args.train_size), ("test_size", args.test_size)) if v is not None}})
     ev = experiment.EvalOptions(args.iwae_samples, args.au_threshold, args.eval_batch_size, seed=args.seed)
     print(experiment.dumps(experiment.run_evaluate(args.checkpoint, data, ev, args.backend)))
@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         result = func(args)
         return int(result or 0)
+    from .errors import TrainingDiverged, one_line
     from .training import current_dist, init_distributed
 
     info = init_distributed() if args.command in ("train", "compare") else current_dist()
@@ -244,8 +245,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted; the last complete checkpoint is intact{f' under {out}' if out else ''} "
               "(continue with --resume)", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"lidvae-ext {args.command}: error: {exc}", file=sys.stderr)
+    except TrainingDiverged as exc:
+        print(f"lidvae-ext {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as exc:  # CheckpointError is a ValueError
+        print(f"lidvae-ext {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     finally:
         import torch.distributed as dist

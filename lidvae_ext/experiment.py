@@ -18,6 +18,7 @@ import torch
 from . import metrics, report
 from .data import Dataset, load_dataset
 from .ops import fused_available
+from .checkpoint import CheckpointError, resolve_checkpoint_path
 from .training import (
     DistInfo,
     ModelOptions,
@@ -110,20 +111,43 @@ def run_train(spec: str, data: DataOptions, model_opts: ModelOptions, train_cfg:
     return RunResult(m, out, result.history)
 
 
+def data_from_checkpoint(checkpoint: str | Path, state: dict[str, Any] | None = None) -> DataOptions:
+    """The :class:`DataOptions` recorded in a checkpoint (defaults if it records none).
+
+    Raises :class:`~lidvae_ext.errors.CheckpointError` if the record is not a
+    valid data description.
+    """
+    if state is None:
+        checkpoint = resolve_checkpoint_path(checkpoint)
+        state = load_checkpoint(checkpoint)
+    saved = state.get("data", {})
+    types = {"name": (str,), "data_dir": (str, type(None)), "train_size": (int, type(None)),
+             "test_size": (int, type(None)), "seed": (int,)}
+    for key, value in saved.items():
+        if key not in types:
+            raise CheckpointError(checkpoint, f"malformed: 'data' has an unknown entry {key!r:.40} "
+                                              f"(expected {', '.join(types)})")
+        if not isinstance(value, types[key]) or isinstance(value, bool):
+            raise CheckpointError(checkpoint, f"malformed: 'data' entry {key!r} is {value!r:.60} "
+                                              f"({type(value).__name__})")
+    return DataOptions(**saved)
+
+
 def run_evaluate(checkpoint: str | Path, data: DataOptions | None = None, eval_opts: EvalOptions | None = None,
                  backend: str | None = None) -> dict[str, Any]:
     """Metrics of a saved model on the held-out split of its (or the given) data."""
-    state = load_checkpoint(checkpoint)
+    path = resolve_checkpoint_path(checkpoint)
+    state = load_checkpoint(path)
     eval_opts = eval_opts or EvalOptions()
     cfg_backend = state["model_config"].get("backend")
     if backend is None and cfg_backend == "fused" and not fused_available("cpu"):
         backend = "auto"
-    model = model_from_checkpoint(state, backend=backend)
-    data = data or DataOptions(**state.get("data", {}))
-    lik = state["model_config"]["likelihood"]["kind"]
-    ds = data.load(lik)
-    if ds.dim != state["model_config"]["data_dim"]:
-        raise ValueError(f"data dimension {ds.dim} does not match the checkpoint's {state['model_config']['data_dim']}")
+    model = model_from_checkpoint(state, backend=backend, source=path)
+    data = data or data_from_checkpoint(path, state)
+    ds = data.load(model.likelihood.name)
+    data_dim = model.config.get("data_dim")
+    if data_dim is not None and ds.dim != data_dim:
+        raise ValueError(f"data {ds.name!r} has dimension {ds.dim}, the model of {path} needs {data_dim}")
     out = metrics.evaluate(model, ds.test, au_threshold=eval_opts.au_threshold, iwae_samples=eval_opts.iwae_samples,
                            mi_samples=eval_opts.mi_samples, batch_size=eval_opts.batch_size, seed=eval_opts.seed)
     out.update(checkpoint=str(checkpoint), model=state.get("spec", state["model_config"]["model"]),

@@ -1,4 +1,4 @@
-"""Training loop, model specs, atomic checkpoints and (optional) data-parallel training.
+"""Training loop, model specs and (optional) data-parallel training (checkpoint files: :mod:`.checkpoint`).
 
 Multi-process training follows ``torchrun`` conventions: when ``WORLD_SIZE`` > 1
 in the environment, :func:`init_distributed` joins a ``gloo`` (CPU) or ``nccl``
@@ -14,7 +14,6 @@ import dataclasses
 import math
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +23,18 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .models import LIDVAE, VAE, LatentVariableModel, build_model
-
-CHECKPOINT_NAME = "checkpoint.pt"
-CHECKPOINT_FORMAT = "lidvae_ext.checkpoint/1"
+from .checkpoint import (  # re-exported: checkpoint I/O lived here before lidvae_ext.checkpoint
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    CheckpointError,
+    check_resume,
+    load_checkpoint,
+    load_training_state,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from .errors import TrainingDiverged
+from .models import LIDVAE, VAE, LatentVariableModel
 
 
 # ----------------------------------------------------------------------------- model specs
@@ -165,52 +172,6 @@ def default_num_threads(world_size: int = 1) -> int:
     return max(1, cores // max(1, local_world))
 
 
-# ----------------------------------------------------------------------------- checkpoints
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` with ``torch.save`` atomically.
-
-    The bytes go to a temporary file in the same directory, are flushed and
-    fsync'ed, then ``os.replace`` renames it over ``path``: a crash or Ctrl-C
-    at any moment leaves either the old or the new checkpoint, never a torn one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`train` (tensors on CPU)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a lidvae_ext checkpoint")
-    return state
-
-
-def model_from_checkpoint(state: dict[str, Any], backend: str | None = None) -> LatentVariableModel:
-    """Rebuild the model of a checkpoint and load its weights."""
-    model = build_model(state["model_config"], backend=backend)
-    model.load_state_dict(state["model_state"])
-    return model
-
-
 # ----------------------------------------------------------------------------- training
 @dataclass
 class TrainConfig:
@@ -240,6 +201,12 @@ class TrainResult:
 
 def _unwrap(model: nn.Module) -> LatentVariableModel:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model  # type: ignore
+
+
+@torch.no_grad()
+def _finite_parameters(model: nn.Module) -> bool:
+    """Whether every parameter is finite (a finite loss can still be followed by a step to NaN weights)."""
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.is_floating_point())
 
 
 @torch.no_grad()
@@ -290,15 +257,14 @@ def train(model: LatentVariableModel, train_x: Tensor, config: TrainConfig, out_
     ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     start_epoch, seconds, history, resumed_from = 0, 0.0, [], None
+    saved_epoch: int | None = None  # epoch of the last checkpoint this run wrote (or resumed from)
     if resume and ckpt_path is not None and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
-        if state["model_config"] != model.config:
-            raise ValueError(f"cannot resume from {ckpt_path}: it holds a different model "
-                             f"({state['model_config']} vs {model.config})")
-        model.load_state_dict(state["model_state"])
-        optimizer.load_state_dict(state["optimizer_state"])
+        check_resume(state, ckpt_path, model.config, dataclasses.asdict(config), (extra_state or {}).get("data"))
+        load_training_state(state, ckpt_path, model, optimizer)
         start_epoch, seconds = int(state["epoch"]), float(state["seconds"])
         history, resumed_from = list(state.get("history", [])), start_epoch
+        saved_epoch = start_epoch
     net: nn.Module = model
     if info.world_size > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -307,7 +273,11 @@ def train(model: LatentVariableModel, train_x: Tensor, config: TrainConfig, out_
         val_prepared = model.likelihood.fixed_targets(val_x, config.seed).to(device)
 
     def checkpoint(epoch: int) -> None:
-        if ckpt_path is None or not info.is_main:
+        nonlocal saved_epoch
+        if ckpt_path is None:
+            return
+        saved_epoch = epoch
+        if not info.is_main:
             return
         save_checkpoint(ckpt_path, {
             "format": CHECKPOINT_FORMAT, "model_config": model.config, "model_state": model.state_dict(),
@@ -344,8 +314,10 @@ def train(model: LatentVariableModel, train_x: Tensor, config: TrainConfig, out_
             if info.world_size > 1:
                 dist.all_reduce(sums)
             rec, kl = float(sums[0] / sums[2]), float(sums[1] / sums[2])
-            if not math.isfinite(rec + kl):
-                raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {rec + kl})")
+            if not math.isfinite(rec + kl) or not _finite_parameters(model):
+                # nothing is saved from here on: the checkpoint on disk stays the last good one
+                raise TrainingDiverged(epoch + 1, rec + kl, ckpt_path if saved_epoch is not None else None,
+                                       saved_epoch, what="weights" if math.isfinite(rec + kl) else "loss")
             seconds += time.perf_counter() - t0
             record = {"epoch": epoch + 1, "loss": rec + kl, "rec": rec, "kl": kl, "seconds": seconds}
             if val_prepared is not None and info.is_main:
