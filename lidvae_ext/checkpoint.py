@@ -63,6 +63,8 @@ RESUME_FREE_TRAIN_KEYS = frozenset({"epochs", "checkpoint_every", "progress", "d
 #: Recorded data fields that ``resume`` may change (the same files may live elsewhere).
 RESUME_FREE_DATA_KEYS = frozenset({"data_dir"})
 
+#: What torch's weights-only unpickler says when it refuses a global (class/function), a call or an object.
+_CODE_REFUSALS = r"GLOBAL|call reduce|create new object|Can only build|must be imported to load"
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
 _MAX_LISTED = 3
 
@@ -113,7 +115,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     ``os.replace`` renames it over ``path``: a crash or Ctrl-C at any moment
     leaves either the old or the new checkpoint, never a torn one.
     """
-    check_plain(state)
+    check_plain(state, "checkpoint")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -150,16 +152,16 @@ def _read(path: Path) -> Any:
             warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4" for foreign files
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "Weights only load failed" in text or "WeightsUnpickler" in text:
-            found = re.search(r"GLOBAL (\S+) was not an allowed global", text)
-            what = f"a pickled Python object ({found.group(1)})" if found else "pickled content other than tensors"
+        text = str(exc).split("WeightsUnpickler error:", 1)[-1].strip()  # torch's own detail, no boilerplate
+        if re.search(_CODE_REFUSALS, text):  # the restricted unpickler stopped at a class or function
+            found = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", text)
+            what = f"a pickled Python object ({found.group(1)})" if found else "a pickled Python object"
             raise CheckpointError(path, f"refused to load: it contains {what} that could run code when "
                                         "unpickled; nothing in it was executed. lidvae_ext checkpoints hold "
                                         "only tensors and plain values (open only files you trust "
                                         "with torch.load(weights_only=False))") from None
         raise CheckpointError(path, f"not a readable checkpoint (truncated or not a torch.save file): "
-                                    f"{_short(exc)}") from None
+                                    f"{_short(pickle.UnpicklingError(text))}") from None
     except MemoryError:
         raise
     except Exception as exc:  # torch raises RuntimeError, EOFError, KeyError, IndexError, OSError, ...
@@ -168,7 +170,7 @@ def _read(path: Path) -> Any:
 
 
 def _short(exc: BaseException, limit: int = 160) -> str:
-    text = one_line(str(exc).split(". ")[0]) or "empty or cut-off data"
+    text = one_line(str(exc).strip().split("\n")[0].split(". ")[0]) or "empty or cut-off data"
     text = f"{type(exc).__name__}: {text}"
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
@@ -234,7 +236,7 @@ def validate_checkpoint(state: Any, path: str | os.PathLike | None = None) -> di
     if not isinstance(config.get("model"), str):
         raise CheckpointError(path, f"malformed: 'model_config' has no model kind ('model' entry: "
                                     f"{_describe(config.get('model'))})")
-    problem = _plain_problem(config, "'model_config'", tensors=False)
+    problem = _plain_problem(config, "checkpoint['model_config']", tensors=False)
     if problem is not None:
         raise CheckpointError(path, f"malformed: {problem}")
     for name, value in state["model_state"].items():
@@ -295,10 +297,10 @@ def _weights_problem(expected: Mapping[str, Tensor], got: Mapping[str, Tensor]) 
               for k, v in expected.items() if k in got and tuple(got[k].shape) == tuple(v.shape)
               and (got[k].is_floating_point(), got[k].is_complex()) != (v.is_floating_point(), v.is_complex())]
     parts = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("", wrong)):
+    for label, items, sep in (("missing", missing, ", "), ("unexpected", unexpected, ", "), ("", wrong, "; ")):
         if items:
-            listed = ", ".join(items[:_MAX_LISTED]) + (f" (+{len(items) - _MAX_LISTED} more)"
-                                                       if len(items) > _MAX_LISTED else "")
+            listed = sep.join(items[:_MAX_LISTED]) + (f" (+{len(items) - _MAX_LISTED} more)"
+                                                      if len(items) > _MAX_LISTED else "")
             parts.append(f"{label} {listed}".strip())
     return "; ".join(parts) or None
 

@@ -49,22 +49,26 @@ class TrainingDiverged(FloatingPointError):
     ----------
     epoch : int
         The (1-based) epoch whose loss or weights were non-finite.
-    loss : float
-        That epoch's mean loss (may be finite when only the weights diverged).
+    loss : float or None
+        That epoch's mean loss (finite when only the weights diverged; None
+        when a kernel refused the non-finite weights before the epoch ended).
     checkpoint : pathlib.Path or None
         The last good checkpoint, None when this run wrote none.
     checkpoint_epoch : int or None
         The epoch that checkpoint holds.
     """
 
-    def __init__(self, epoch: int, loss: float, checkpoint: str | os.PathLike | None = None,
+    def __init__(self, epoch: int, loss: float | None, checkpoint: str | os.PathLike | None = None,
                  checkpoint_epoch: int | None = None, what: str = "loss") -> None:
-        self.epoch, self.loss = int(epoch), float(loss)
+        self.epoch, self.loss = int(epoch), (None if loss is None else float(loss))
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.checkpoint_epoch = checkpoint_epoch
         if self.checkpoint is not None:
             kept = f"the last good checkpoint (epoch {checkpoint_epoch}) is kept at {self.checkpoint}"
         else:
             kept = "no checkpoint of this run had been written yet"
-        detail = f"non-finite loss {self.loss}" if what == "loss" else f"non-finite {what}, loss {self.loss}"
+        if what == "loss":
+            detail = f"non-finite loss {self.loss}"
+        else:
+            detail = f"non-finite {what}" + ("" if self.loss is None else f", loss {self.loss}")
         super().__init__(f"training diverged at epoch {self.epoch} ({detail}); {kept}")

@@ -285,6 +285,10 @@ def train(model: LatentVariableModel, train_x: Tensor, config: TrainConfig, out_
             "history": history, "train_config": dataclasses.asdict(config), **(extra_state or {}),
         })
 
+    def diverged(epoch: int, loss: float | None, what: str) -> TrainingDiverged:
+        # nothing is saved from here on: the checkpoint on disk stays the last good one
+        return TrainingDiverged(epoch + 1, loss, ckpt_path if saved_epoch is not None else None, saved_epoch, what)
+
     n = train_x.shape[0]
     bar = None
     if config.progress and info.is_main:
@@ -303,7 +307,12 @@ def train(model: LatentVariableModel, train_x: Tensor, config: TrainConfig, out_
                 idx = order[start:start + config.batch_size]
                 shard = idx.tensor_split(info.world_size)[info.rank]
                 xb = train_x[shard].to(device, non_blocking=True)
-                out = net(xb, normalizer=idx.numel() / info.world_size)
+                try:
+                    out = net(xb, normalizer=idx.numel() / info.world_size)
+                except RuntimeError:  # e.g. the fused ICNN kernels refuse non-finite weights
+                    if _finite_parameters(model):
+                        raise
+                    raise diverged(epoch, None, "weights") from None
                 optimizer.zero_grad(set_to_none=True)
                 out["loss"].backward()
                 if config.grad_clip:
@@ -315,9 +324,7 @@ def train(model: LatentVariableModel, train_x: Tensor, config: TrainConfig, out_
                 dist.all_reduce(sums)
             rec, kl = float(sums[0] / sums[2]), float(sums[1] / sums[2])
             if not math.isfinite(rec + kl) or not _finite_parameters(model):
-                # nothing is saved from here on: the checkpoint on disk stays the last good one
-                raise TrainingDiverged(epoch + 1, rec + kl, ckpt_path if saved_epoch is not None else None,
-                                       saved_epoch, what="weights" if math.isfinite(rec + kl) else "loss")
+                raise diverged(epoch, rec + kl, "weights" if math.isfinite(rec + kl) else "loss")
             seconds += time.perf_counter() - t0
             record = {"epoch": epoch + 1, "loss": rec + kl, "rec": rec, "kl": kl, "seconds": seconds}
             if val_prepared is not None and info.is_main:
