@@ -67,31 +67,48 @@ RESUME_FREE_DATA_KEYS = frozenset({"data_dir"})
 _CODE_REFUSALS = r"GLOBAL|call reduce|create new object|Can only build|must be imported to load"
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
 _MAX_LISTED = 3
+_MAX_DEPTH = 32
 
 
 # ----------------------------------------------------------------------------- plain values
 def _plain_problem(obj: Any, where: str, tensors: bool = True) -> str | None:
-    """The first non-plain value in ``obj`` as ``"<where>: <type>"``, or None."""
-    stack = [(obj, where)]
-    while stack:
-        value, at = stack.pop()
-        if isinstance(value, _PLAIN_SCALARS):
-            continue
-        if type(value) in (torch.Tensor, torch.nn.Parameter):
-            if not tensors:
-                return f"{at} is a tensor (expected a plain value)"
-            continue
-        if type(value) in (dict, OrderedDict):
-            for key, item in value.items():
-                if not isinstance(key, (str, int)) or isinstance(key, bool):
-                    return f"{at} has a key of type {type(key).__name__} ({key!r:.40})"
-                stack.append((item, f"{at}[{key!r}]"))
-            continue
-        if type(value) in (list, tuple):
-            stack.extend((item, f"{at}[{i}]") for i, item in enumerate(value))
-            continue
-        return f"{at} is a {type(value).__module__}.{type(value).__qualname__}"
-    return None
+    """The first non-plain value in ``obj`` as ``"<where> is a <type>"``, or None.
+
+    Exact types only (a ``numpy.float64`` is not a float here: it would not
+    load under ``weights_only``). Containers may be shared but not nested in
+    themselves or deeper than :data:`_MAX_DEPTH` (a crafted file can hold either).
+    """
+    on_path: set[int] = set()
+
+    def visit(value: Any, at: str, depth: int) -> str | None:
+        kind = type(value)
+        if kind in _PLAIN_SCALARS:
+            return None
+        if kind in (torch.Tensor, torch.nn.Parameter):
+            return None if tensors else f"{at} is a tensor (expected a plain value)"
+        if kind not in (dict, OrderedDict, list, tuple):
+            return f"{at} is a {kind.__module__}.{kind.__qualname__}"
+        if depth >= _MAX_DEPTH:
+            return f"{at} is nested more than {_MAX_DEPTH} levels deep"
+        if id(value) in on_path:
+            return f"{at} contains itself"
+        on_path.add(id(value))
+        try:
+            if kind in (dict, OrderedDict):
+                for key, item in value.items():
+                    if type(key) not in (str, int):
+                        return f"{at} has a key of type {type(key).__name__} ({key!r:.40})"
+                    if problem := visit(item, f"{at}[{key!r}]", depth + 1):
+                        return problem
+            else:
+                for i, item in enumerate(value):
+                    if problem := visit(item, f"{at}[{i}]", depth + 1):
+                        return problem
+        finally:
+            on_path.discard(id(value))
+        return None
+
+    return visit(obj, where, 0)
 
 
 def check_plain(state: Any, name: str = "state") -> None:

@@ -240,15 +240,28 @@ def train(model: LatentVariableModel, train_x: Tensor, config: TrainConfig, out_
     resume : bool
         Continue from ``out_dir/checkpoint.pt`` if it exists. Batch order and
         noise are seeded per epoch, so an interrupted-and-resumed run follows
-        the same trajectory as an uninterrupted one.
+        the same trajectory as an uninterrupted one. A checkpoint written
+        with another model config, other training settings (all but
+        ``epochs``, ``checkpoint_every``, ``progress``, ``desc``,
+        ``au_threshold``) or other ``extra_state["data"]`` (but ``data_dir``)
+        raises :class:`~lidvae_ext.errors.CheckpointError` listing them.
     extra_state : dict, optional
-        Stored in the checkpoint (e.g. the data description).
+        Stored in the checkpoint (e.g. the data description); tensors and
+        plain values only (``TypeError`` otherwise).
     on_epoch : callable, optional
         Called with each epoch's history record.
 
     Returns
     -------
     TrainResult
+
+    Raises
+    ------
+    TrainingDiverged
+        A non-finite epoch loss or non-finite weights; the checkpoint on disk
+        is then the last good one (``exc.checkpoint``, ``exc.checkpoint_epoch``).
+    CheckpointError
+        ``resume`` from an unusable or mismatched checkpoint.
     """
     if config.epochs < 0 or config.batch_size < 1:
         raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {config.epochs}, {config.batch_size}")

@@ -11,6 +11,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,6 +113,8 @@ def test_save_refuses_non_plain_values(tmp_path):
         save_checkpoint(tmp_path / "c.pt", state)
     with pytest.raises(TypeError, match=r"checkpoint\['out'\]\[0\] is a pathlib"):
         check_plain({"out": [Path("x")]}, "checkpoint")
+    with pytest.raises(TypeError, match=r"checkpoint\['seconds'\] is a numpy.float64"):
+        save_checkpoint(tmp_path / "c.pt", {"seconds": np.float64(1.0)})
     assert not list(tmp_path.iterdir())  # refused before anything was written
     save_checkpoint(tmp_path / "c.pt", {"format": CHECKPOINT_FORMAT, "options": dataclasses.asdict(ModelOptions())})
 
@@ -240,6 +243,20 @@ def _rename_weight(state):
     return state
 
 
+def _self_containing(state):
+    loop: list = [{"epoch": 1}]
+    loop.append(loop)
+    state["history"] = loop
+    return state
+
+
+def _nested(depth):
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def _optimizer_without_groups(state):
     del state["optimizer_state"]["param_groups"]
     return state
@@ -273,6 +290,10 @@ MALFORMED = [
     ("optimizer-without-groups", _mutated(_optimizer_without_groups), load_checkpoint,
      "'optimizer_state' should hold a dict 'state' and a list 'param_groups'"),
     ("data-mistyped", _mutated(_with(data="digits")), load_checkpoint, "'data' should be a dict"),
+    ("self-containing-list", _mutated(_self_containing), load_checkpoint, "checkpoint['history'][1] contains itself"),
+    ("nested-too-deep", _mutated(_with(spec=_nested(40))), load_checkpoint, "nested more than 32 levels deep"),
+    ("numpy-scalar-pickled", _mutated(_with(seconds=np.float64(1.5))), load_checkpoint,
+     "refused to load: it contains a pickled Python object (numpy."),
     ("config-without-kind", _mutated(_with(model_config__model=DELETE)), load_checkpoint,
      "'model_config' has no model kind"),
     ("config-holds-tensor", _mutated(_with(model_config__latent_dim=torch.tensor(2))), load_checkpoint,
