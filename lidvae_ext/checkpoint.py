@@ -463,9 +463,21 @@ def load_training_state(state: Mapping[str, Any], path: str | os.PathLike | None
             if isinstance(value, Tensor) and value.dim() > 0 and tuple(value.shape) != tuple(params[index].shape):
                 raise CheckpointError(path, f"malformed: optimizer state {name!r} of parameter {index} has shape "
                                             f"{_shape(value)}, the parameter {_shape(params[index])}")
-    model.load_state_dict(weights)
+    groups = opt["param_groups"]
+    for i, (ours, theirs) in enumerate(zip(optimizer.param_groups, groups)):
+        if not isinstance(theirs, dict):
+            break  # load_state_dict below reports it
+        for key, value in ours.items():
+            if key == "params":
+                continue
+            kinds = {type(value), type(theirs.get(key))}
+            if key not in theirs or (len(kinds) > 1 and not kinds <= {int, float} and not kinds <= {list, tuple}):
+                raise CheckpointError(path, f"malformed: optimizer param group {i} has {key}="
+                                            f"{theirs.get(key, '(missing)')!r:.40}, expected a "
+                                            f"{type(value).__name__}")
     try:
-        optimizer.load_state_dict(opt)
+        optimizer.load_state_dict(opt)  # checks the groups' sizes before it changes anything
     except Exception as exc:
         raise CheckpointError(path, f"its optimizer state does not fit this model's optimizer: "
                                     f"{_short(exc)}") from None
+    model.load_state_dict(weights)

@@ -379,10 +379,18 @@ def test_resume_rejects_optimizer_state_that_does_not_fit(tmp_path):
                                               r"the parameter \(8, 10\)"):
         train(make_model("vae", {}), data(), cfg(2), tmp_path, resume=True)
     state["optimizer_state"]["state"][0]["exp_avg"] = torch.zeros(8, 10)
+    state["optimizer_state"]["param_groups"][0]["lr"] = "fast"
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
+    with pytest.raises(CheckpointError, match="optimizer param group 0 has lr='fast', expected a float"):
+        train(make_model("vae", {}), data(), cfg(2), tmp_path, resume=True)
+    state["optimizer_state"]["param_groups"][0]["lr"] = 3e-3
     state["optimizer_state"]["param_groups"][0]["params"] = [0, 1]
     save_checkpoint(tmp_path / "checkpoint.pt", state)
-    with pytest.raises(CheckpointError, match="optimizer state does not fit"):
-        train(make_model("vae", {}), data(), cfg(2), tmp_path, resume=True)
+    model = make_model("vae", {})
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(CheckpointError, match="optimizer state does not fit this model's optimizer: ValueError"):
+        train(model, data(), cfg(2), tmp_path, resume=True)
+    torch.testing.assert_close(model.state_dict(), before, rtol=0, atol=0)  # left as it was
 
 
 TINY_CLI = ["--train-size", "40", "--test-size", "20", "--encoder-hidden", "8", "--decoder-hidden", "8",
