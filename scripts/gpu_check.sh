@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# One prepared, time-boxed command for a lent GPU machine (see docs/cuda.md):
+# build the extension in place against that machine's torch, record the
+# environment, then run staged checks, each under its own timeout, so that a
+# failing or hanging stage still leaves the other stages' results.
+#
+#   OUT=/some/dir bash scripts/gpu_check.sh            # all stages
+#   bash scripts/gpu_check.sh --skip-build --stages tests,bench
+#
+# Stages, most valuable first:
+#   build      python setup.py build_ext --inplace (TORCH_CUDA_ARCH_LIST=9.0, MAX_JOBS=16)
+#   tests      pytest tests/test_ops_cuda.py -m "not slow"
+#   bench      benchmarks/run.py --device cuda (table + JSON rows)
+#   sanitizer  compute-sanitizer memcheck + racecheck on one fused and one
+#              generic shape, forward and backward (the slow test in test_ops_cuda.py)
+#
+# Writes at most 8 files under $OUT: env.txt, build.log, tests.log, bench.log,
+# bench.json, sanitizer.log, results.json (per stage: status, exit code,
+# seconds, the pytest summary line; plus build_info), and .stages.tsv while it
+# runs (removed at the end; it survives a kill and holds the finished stages). Exit code: 0 when every stage that ran
+# passed, 1 otherwise.
+#
+# Environment: PYTHON (default python3), OUT (default ./gpu_check_out),
+# DEADLINE_S (whole script, default 540), T_BUILD/T_TESTS/T_BENCH/T_SANITIZER
+# (per stage, seconds), BENCH_ARGS (extra benchmarks/run.py arguments),
+# GPU_CHECK_NO_GPU=1 (treat the machine as having no GPU: GPU stages are
+# skipped; used to test this script's logic on a CPU machine).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+OUT=${OUT:-gpu_check_out}
+DEADLINE_S=${DEADLINE_S:-540}
+T_BUILD=${T_BUILD:-300}
+T_TESTS=${T_TESTS:-180}
+T_BENCH=${T_BENCH:-240}
+T_SANITIZER=${T_SANITIZER:-150}
+BENCH_ARGS=${BENCH_ARGS:-}
+STAGES="build,tests,bench,sanitizer"
+SKIP_BUILD=0
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --skip-build) SKIP_BUILD=1 ;;
+    --stages) shift; STAGES="$1" ;;
+    --stages=*) STAGES="${1#--stages=}" ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+for s in ${STAGES//,/ }; do
+  case "$s" in build|tests|bench|sanitizer) ;; *)
+    echo "gpu_check.sh: unknown stage '$s' in --stages (known: build,tests,bench,sanitizer)" >&2; exit 2 ;;
+  esac
+done
+[ "$SKIP_BUILD" = 1 ] && STAGES=$(echo ",$STAGES," | sed 's/,build,/,/; s/^,//; s/,$//')
+
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+STATUS="$OUT/.stages.tsv"   # stage <TAB> status <TAB> rc <TAB> seconds <TAB> note (folded into results.json)
+: > "$STATUS"
+start_all=$(date +%s)
+
+remaining() { echo $(( DEADLINE_S - ($(date +%s) - start_all) )); }
+want() { case ",$STAGES," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+record() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >> "$STATUS"; }
+
+# run_stage NAME LIMIT LOG CMD...: runs CMD under `timeout`, capped by what is
+# left of DEADLINE_S (30 s kept for the summary), and records the outcome.
+run_stage() {
+  local name=$1 limit=$2 log=$3; shift 3
+  local left=$(( $(remaining) - 30 ))
+  if [ "$left" -lt 20 ]; then
+    record "$name" skipped "" 0 "no time left before DEADLINE_S=$DEADLINE_S"
+    echo "== $name: skipped (deadline)"; return 0
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  echo "== $name (timeout ${limit}s): $*"
+  local t0=$(date +%s)
+  timeout --kill-after=10 "$limit" "$@" > "$log" 2>&1
+  local rc=$?
+  local dt=$(( $(date +%s) - t0 ))
+  local status=ok
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then status=timeout; elif [ "$rc" -ne 0 ]; then status=failed; fi
+  record "$name" "$status" "$rc" "$dt" ""
+  echo "   $name: $status (rc=$rc, ${dt}s); last lines of $(basename "$log"):"
+  tail -n 5 "$log" | sed 's/^/   | /'
+}
+
+have_gpu=0
+if [ "${GPU_CHECK_NO_GPU:-0}" != 1 ] && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  have_gpu=1
+fi
+
+{
+  echo "date: $(date -u +%FT%TZ)"
+  echo "host: $(uname -a)"
+  echo "python: $("$PYTHON" --version 2>&1)"
+  "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())" 2>&1
+  command -v nvcc >/dev/null 2>&1 && nvcc --version | tail -n 2
+  if [ "$have_gpu" = 1 ]; then nvidia-smi; else echo "nvidia-smi: no GPU (GPU stages are skipped)"; fi
+} > "$OUT/env.txt" 2>&1
+
+if want build; then
+  run_stage build "$T_BUILD" "$OUT/build.log" \
+    env TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}" \
+    "$PYTHON" setup.py build_ext --inplace
+fi
+
+# build_info() of what will be tested (in place build first on sys.path).
+"$PYTHON" -c "import json, lidvae_ext; print('build_info', json.dumps(lidvae_ext.build_info()))" \
+  >> "$OUT/env.txt" 2>&1 || echo "build_info: lidvae_ext did not import" >> "$OUT/env.txt"
+
+gpu_stage() {   # gpu_stage NAME: records a skip when there is no GPU
+  if [ "$have_gpu" = 1 ]; then return 0; fi
+  record "$1" skipped "" 0 "no GPU"; echo "== $1: skipped (no GPU)"; return 1
+}
+
+if want tests && gpu_stage tests; then
+  run_stage tests "$T_TESTS" "$OUT/tests.log" \
+    "$PYTHON" -m pytest tests/test_ops_cuda.py -m "not slow" -q -p no:cacheprovider -rfEs
+fi
+
+if want bench && gpu_stage bench; then
+  # shellcheck disable=SC2086  # BENCH_ARGS is a list of words on purpose
+  run_stage bench "$T_BENCH" "$OUT/bench.log" \
+    "$PYTHON" benchmarks/run.py --device cuda --json "$OUT/bench.json" $BENCH_ARGS
+fi
+
+if want sanitizer && gpu_stage sanitizer; then
+  run_stage sanitizer "$T_SANITIZER" "$OUT/sanitizer.log" \
+    "$PYTHON" -m pytest tests/test_ops_cuda.py -k compute_sanitizer -q -p no:cacheprovider -rs
+fi
+
+"$PYTHON" - "$STATUS" "$OUT/results.json" "$OUT/env.txt" "$have_gpu" "$(( $(date +%s) - start_all ))" <<'PY'
+import json, os, re, sys
+status_path, out_path, env_path, have_gpu, seconds = sys.argv[1:6]
+stages = []
+for line in open(status_path, encoding="utf-8"):
+    name, status, rc, secs, note = line.rstrip("\n").split("\t")
+    entry = {"stage": name, "status": status, "rc": int(rc) if rc else None,
+             "seconds": int(secs), "note": note}
+    log = os.path.join(os.path.dirname(out_path), f"{name}.log")
+    if name in ("tests", "sanitizer") and os.path.exists(log):
+        summary = [l.strip() for l in open(log, encoding="utf-8", errors="replace")
+                   if re.search(r"\d+ (passed|failed|skipped|error)", l)]
+        entry["summary"] = summary[-1].strip("= ") if summary else None
+    stages.append(entry)
+info = None
+for line in open(env_path, encoding="utf-8", errors="replace"):
+    if line.startswith("build_info "):
+        info = json.loads(line[len("build_info "):])
+result = {"gpu": have_gpu == "1", "seconds": int(seconds), "build_info": info, "stages": stages,
+          "passed": all(s["status"] in ("ok", "skipped") for s in stages)}
+with open(out_path, "w", encoding="utf-8") as f:
+    json.dump(result, f, indent=2)
+print(json.dumps({s["stage"]: s["status"] for s in stages}))
+sys.exit(0 if result["passed"] else 1)
+PY
+rc=$?
+rm -f "$STATUS"
+echo "gpu_check.sh: results in $OUT (results.json), $(( $(date +%s) - start_all ))s"
+exit "$rc"
