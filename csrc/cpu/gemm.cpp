@@ -94,14 +94,21 @@ const OpenBlas& openblas() {
   static const OpenBlas lib = [] {
     OpenBlas out;
     std::vector<std::string> paths;
-    if (const char* env = std::getenv("LIDVAE_OPENBLAS_LIB"); env && *env) paths.emplace_back(env);
-    {
-      std::lock_guard<std::mutex> guard(candidates_mutex());
-      paths.insert(paths.end(), candidates().begin(), candidates().end());
+    // An explicit LIDVAE_OPENBLAS_LIB is the only candidate (and a path that does not load
+    // means "no OpenBLAS"); otherwise the package's path, the build's, the one next to
+    // this library, the plain soname.
+    const char* env = std::getenv("LIDVAE_OPENBLAS_LIB");
+    if (env && *env) {
+      paths.emplace_back(env);
+    } else {
+      {
+        std::lock_guard<std::mutex> guard(candidates_mutex());
+        paths.insert(paths.end(), candidates().begin(), candidates().end());
+      }
+      if (std::strlen(LIDVAE_OPENBLAS_BUILD_PATH) > 0) paths.emplace_back(LIDVAE_OPENBLAS_BUILD_PATH);
+      if (auto sibling = sibling_package_path(); !sibling.empty()) paths.push_back(sibling);
+      paths.emplace_back("libscipy_openblas.so");
     }
-    if (std::strlen(LIDVAE_OPENBLAS_BUILD_PATH) > 0) paths.emplace_back(LIDVAE_OPENBLAS_BUILD_PATH);
-    if (auto sibling = sibling_package_path(); !sibling.empty()) paths.push_back(sibling);
-    paths.emplace_back("libscipy_openblas.so");
     std::string errors;
     for (const auto& path : paths) {
       std::string why;

@@ -3,7 +3,10 @@
 //   aten      ATen's mm/addmm (torch's MKL or its bundled BLAS): always available.
 //   openblas  OpenBLAS of the PyPI package scipy-openblas32 (symbols prefixed scipy_),
 //             loaded with dlopen at first use — never linked — so the extension builds
-//             and runs without it (ATen then, with a one-line notice on stderr).
+//             and runs without it (ATen then, with a one-line notice on stderr). Where
+//             from: LIDVAE_OPENBLAS_LIB if set (then only there), else the path the
+//             installed scipy_openblas32 package reports, the build-time path, the
+//             package next to this library in site-packages, the soname.
 //
 // The backend is read from LIDVAE_CPU_GEMM=auto|aten|openblas at every operator call
 // (auto, the default: openblas when it loads, else aten); an explicit `openblas` that
