@@ -41,6 +41,25 @@ BACKENDS = ("fused", "reference")
 COMPILED = "compiled"  # torch.compile of the torch.func formulation (--compile)
 JAX = "jax"  # jax.jit of the same function (benchmarks/baselines.py; "not installed" without JAX)
 EAGER = "eager"  # the official LIDVAE way of writing it (benchmarks/baselines.py)
+ATEN = "fused-aten"  # the fused path on ATen GEMMs + baseline row passes (--aten-column)
+
+
+def _with_env(fn, **env):
+    """``fn`` run with the environment variables ``env`` set (the ops read them per call)."""
+
+    def run():
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            return fn()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    return run
 
 
 def _sync(device: str) -> None:
@@ -164,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time torch.compile of the torch.func formulation (compiles first)")
     parser.add_argument("--no-jax", action="store_true", help="leave out the JAX column")
     parser.add_argument("--no-eager", action="store_true", help="leave out the official-style eager column")
+    parser.add_argument("--aten-column", action="store_true",
+                        help="CPU: also time the fused path with ATen GEMMs and baseline row passes "
+                             "(LIDVAE_CPU_GEMM=aten LIDVAE_CPU_ISA=baseline, the CPU path before #10)")
     parser.add_argument("--floor", action="store_true",
                         help="CPU: the GEMM FLOP floor of C4's training step from the best single-GEMM "
                              "rate measured in this run")
@@ -182,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     tol = 1e-4 if dtype == torch.float32 else 1e-9
     extra = [n for n, off in ((JAX, args.no_jax or args.device != "cpu"), (EAGER, args.no_eager)) if not off]
     extra += [COMPILED] if args.compile else []
+    extra += [ATEN] if args.aten_column and args.device == "cpu" else []
     header = "| case | mode | fused (ms) | " + "".join(f"{n} (ms) | " for n in (*extra, "reference"))
     header += "".join(f"fused vs {n} | " for n in (*extra, "reference"))
     if args.memory:
@@ -203,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             from baselines import eager_callables
 
             others[EAGER] = eager_callables(work.module, work.inputs, work.loss)
+        if ATEN in extra:
+            others[ATEN] = {m: _with_env(work.fn("fused", m), LIDVAE_CPU_GEMM="aten", LIDVAE_CPU_ISA="baseline")
+                            for m in args.modes}
         if COMPILED in extra:
             from func_baseline import compiled_callables
 
@@ -244,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"fused {med['fused'] * 1e3:.1f} ms = {floor / med['fused']:.2f} of the floor "
                              f"(target ≥ 0.75)")
     print("\nCases: " + "; ".join(f"{c.name}: {c.describe()}" for c in (CASES[n] for n in args.cases)))
-    print(f"Columns: {JAX} = jax.jit of the same function (benchmarks/baselines.py), {EAGER} = the "
+    print(f"Columns: {ATEN} = the fused path with ATen GEMMs and baseline row passes; {JAX} = jax.jit of the same function (benchmarks/baselines.py), {EAGER} = the "
           "official LIDVAE way (per-layer F.linear, autograd.grad(create_graph=True)); both checked "
           f"against the fused output (relative tolerance {tol:g}) before timing.")
     for note in notes:
