@@ -55,6 +55,16 @@ def _cuda_arch_list(torch) -> str:
     return "9.0"
 
 
+def _openblas_library() -> str:
+    """Path of the scipy-openblas32 shared library, or "" when the package is absent."""
+    try:
+        import scipy_openblas32
+    except ImportError:
+        return ""
+    path = os.path.join(scipy_openblas32.get_lib_dir(), scipy_openblas32.get_library(fullname=True))
+    return path if os.path.exists(path) else ""
+
+
 def _write_build_config(directory: str, torch_version: str, with_cuda: bool, arch: str) -> None:
     """Write ``_build_config.py`` next to the compiled module (never into a source tree without it)."""
     os.makedirs(directory, exist_ok=True)
@@ -82,6 +92,12 @@ def _extensions():
         ("LIDVAE_TORCH_VERSION", f'"{torch_version}"'),
         ("LIDVAE_CUDA_ARCH_LIST", f'"{arch}"'),
     ]
+    openblas = _openblas_library()
+    if openblas:
+        # A last-resort location for the run-time loader (csrc/cpu/gemm.cpp): the library
+        # is dlopen-ed, never linked, so the extension also builds and runs without it.
+        defines.append(("LIDVAE_OPENBLAS_BUILD_PATH", f'"{openblas}"'))
+    print(f"lidvae_ext: OpenBLAS (scipy-openblas32) at build time: {openblas or 'not installed'}")
     # -fno-trapping-math lets the compiler vectorize the activation selects (FP exceptions unused).
     cxx_flags = ["-O3", "-std=c++17", "-fopenmp", "-fno-trapping-math"]
     extra_compile_args = {"cxx": cxx_flags}
@@ -99,7 +115,7 @@ def _extensions():
             include_dirs=[os.path.join(ROOT, "csrc")],
             define_macros=defines,
             extra_compile_args=extra_compile_args,
-            extra_link_args=["-fopenmp"],
+            extra_link_args=["-fopenmp", "-ldl"],
         )
     ], cpp_extension
 

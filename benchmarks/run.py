@@ -2,10 +2,13 @@
 
 For each configuration (C1–C4, see ``cases.py``) and mode — ``map``
 (inference: ∇ψ only, no graph) and ``train`` (map + loss + backward to the
-input and every parameter) — the fused and reference callables are timed
-*interleaved* (fused, reference, fused, reference, ...) after warm-up, and
-the table reports medians and the ratio reference / fused measured in the same
-run. ``--memory`` adds the peak CPU memory of one training step of each,
+input and every parameter) — the fused path, JAX jit of the same function, the
+official-style eager code (``baselines.py``) and the autograd reference are
+timed *interleaved* (one call of each per round) after warm-up, on the same
+weights, every baseline checked against the fused output first; the table
+reports medians and the ratios other / fused measured in the same run. The
+header names the CPU, the GEMM library and kernel the fused path uses, and the
+OpenBLAS environment. ``--memory`` adds the peak CPU memory of one training step of each,
 from the profiler's allocation events.
 
 Usage::
@@ -13,24 +16,50 @@ Usage::
     python benchmarks/run.py                    # all cases, CPU, float32
     python benchmarks/run.py --cases C1 C3 --reps 30 --threads 2
     python benchmarks/run.py --device cuda
+    # OpenBLAS picks its kernel from the CPU unless OPENBLAS_CORETYPE says otherwise:
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/run.py --threads 2 --reps 21 --floor
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
 
+import numpy as np
 import torch
 
+import lidvae_ext
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cases import CASES, make_workload  # noqa: E402
+from cases import CASES, Case, make_workload  # noqa: E402
+from machine import cpu_model, describe_machine  # noqa: E402
 
 BACKENDS = ("fused", "reference")
 COMPILED = "compiled"  # torch.compile of the torch.func formulation (--compile)
+JAX = "jax"  # jax.jit of the same function (benchmarks/baselines.py; "not installed" without JAX)
+EAGER = "eager"  # the official LIDVAE way of writing it (benchmarks/baselines.py)
+ATEN = "fused-aten"  # the fused path on ATen GEMMs + baseline row passes (--aten-column)
+
+
+def _with_env(fn, **env):
+    """``fn`` run with the environment variables ``env`` set (the ops read them per call)."""
+
+    def run():
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            return fn()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    return run
 
 
 def _sync(device: str) -> None:
@@ -91,6 +120,52 @@ def peak_cuda_bytes(fn) -> int:
     return torch.cuda.max_memory_allocated() - base
 
 
+def train_flops(case: Case) -> float:
+    """FLOPs of the GEMMs of one fused leaky-ReLU BrenierMap training step (d > 8, no padding).
+
+    Forward: the stacked input product and the map product (2·B·d·M each), the L−1 W products
+    and the L−1 reverse W^T products (2·B·H² each). Backward: the tangent A v (2·B·d·L·H),
+    W products of the tangent and dW (2·(L−1)·2·B·H²), dA (2·B·d·M) plus r_0's dA_0 and dy
+    (2·2·B·H·d).
+    """
+    B, d, H, L = case.batch, case.dim, case.hidden, case.layers
+    M = L * H + 1
+    forward = 2 * 2 * B * d * M + 2 * (L - 1) * 2 * B * H * H
+    backward = 2 * B * d * L * H + 2 * (L - 1) * 2 * B * H * H + 2 * B * d * M + 2 * 2 * B * H * d
+    return float(forward + backward)
+
+
+def best_gemm_rate(case: Case, dtype: torch.dtype, reps: int) -> tuple[float, str]:
+    """Best median GFLOP/s over the case's large GEMM shapes and the GEMM backends the build has."""
+    from lidvae_ext import _C
+
+    B, d, H, L = case.batch, case.dim, case.hidden, case.layers
+    M = L * H + 1
+    best, label = 0.0, ""
+    for backend in lidvae_ext.build_info().get("cpu_gemm_backends", ("aten",)):
+        for m, k, n in ((B, d, M), (B, H, H), (B, M, d)):
+            a, b, c = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype), torch.empty(m, n, dtype=dtype)
+            _C._gemm(a, b, c, backend)
+            times = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                _C._gemm(a, b, c, backend)
+                times.append(time.perf_counter() - t0)
+            rate = 2.0 * m * k * n / statistics.median(times) / 1e9
+            if rate > best:
+                best, label = rate, f"{backend} {m}×{k}×{n}"
+    return best, label
+
+
+def _checked(name: str, fn, expected, tol: float):
+    """``fn`` if its output matches ``expected`` (relative to its largest entry), else a reason."""
+    from baselines import as_numpy
+
+    got, want = as_numpy(fn()), as_numpy(expected)
+    err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
+    return (fn, err) if err <= tol else (None, f"{name} mismatch (rel err {err:.1e})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
@@ -106,6 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory", action="store_true", help="also report peak memory of a training step")
     parser.add_argument("--compile", action="store_true",
                         help="also time torch.compile of the torch.func formulation (compiles first)")
+    parser.add_argument("--no-jax", action="store_true", help="leave out the JAX column")
+    parser.add_argument("--no-eager", action="store_true", help="leave out the official-style eager column")
+    parser.add_argument("--aten-column", action="store_true",
+                        help="CPU: also time the fused path with ATen GEMMs and baseline row passes "
+                             "(LIDVAE_CPU_GEMM=aten LIDVAE_CPU_ISA=baseline, the CPU path before #10)")
+    parser.add_argument("--floor", action="store_true",
+                        help="CPU: the GEMM FLOP floor of C4's training step from the best single-GEMM "
+                             "rate measured in this run")
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -113,44 +196,85 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     dtype = getattr(torch, args.dtype)
-    device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else cpu_model()
     print(f"# lidvae_ext benchmark: device={args.device} ({device_name}), dtype={args.dtype}, "
           f"threads={torch.get_num_threads()}, torch={torch.__version__}, reps={args.reps} interleaved, "
           f"warmup={args.warmup}, timer={args.timer}")
-    header = "| case | mode | fused median (ms) | reference median (ms) | speed-up |"
-    if args.compile:
-        header += " compiled median (ms) | fused vs compiled |"
+    print(describe_machine())
+    tol = 1e-4 if dtype == torch.float32 else 1e-9
+    extra = [n for n, off in ((JAX, args.no_jax or args.device != "cpu"), (EAGER, args.no_eager)) if not off]
+    extra += [COMPILED] if args.compile else []
+    extra += [ATEN] if args.aten_column and args.device == "cpu" else []
+    header = "| case | mode | fused (ms) | " + "".join(f"{n} (ms) | " for n in (*extra, "reference"))
+    header += "".join(f"fused vs {n} | " for n in (*extra, "reference"))
     if args.memory:
-        header += " peak mem fused / ref (MB) |"
-    print(header)
+        header += "peak mem fused / ref (MB) |"
+    print(header.rstrip())
     print("|" + "---|" * (header.count("|") - 1))
+    notes: list[str] = []
     for name in args.cases:
         work = make_workload(CASES[name], args.device, dtype)
-        compiled = {}
-        if args.compile:
+        others: dict[str, dict] = {}
+        if JAX in extra:
+            try:
+                from baselines import jax_callables
+
+                others[JAX] = jax_callables(work.module, work.inputs, work.case.kind, work.target)
+            except ImportError:
+                others[JAX] = {}  # column says "not installed"
+        if EAGER in extra:
+            from baselines import eager_callables
+
+            others[EAGER] = eager_callables(work.module, work.inputs, work.loss)
+        if ATEN in extra:
+            others[ATEN] = {m: _with_env(work.fn("fused", m), LIDVAE_CPU_GEMM="aten", LIDVAE_CPU_ISA="baseline")
+                            for m in args.modes}
+        if COMPILED in extra:
             from func_baseline import compiled_callables
 
-            compiled = compiled_callables(work.module, work.inputs, work.loss)
+            others[COMPILED] = compiled_callables(work.module, work.inputs, work.loss)
         for mode in args.modes:
             fns = {backend: work.fn(backend, mode) for backend in BACKENDS}
-            if args.compile:
-                fns[COMPILED] = compiled[mode]
+            expected = fns["fused"]()
+            cells: dict[str, str] = {}
+            for col in extra:
+                if mode not in others[col]:
+                    cells[col] = "not installed"
+                    continue
+                fn, err = _checked(col, others[col][mode], expected, tol)
+                if fn is None:
+                    cells[col] = err
+                else:
+                    fns[col] = fn
             clock = time.process_time if args.timer == "process" else time.perf_counter
             times = time_interleaved(fns, args.reps, args.warmup, args.device, clock)
             med = {k: statistics.median(v) for k, v in times.items()}
-            row = (f"| {name} | {mode} | {med['fused'] * 1e3:.2f} | {med['reference'] * 1e3:.2f} | "
-                   f"{med['reference'] / med['fused']:.2f}× |")
-            if args.compile:
-                row += f" {med[COMPILED] * 1e3:.2f} | {med[COMPILED] / med['fused']:.2f}× |"
+            cols = (*extra, "reference")
+            row = f"| {name} | {mode} | {med['fused'] * 1e3:.2f} | "
+            row += "".join(f"{med[c] * 1e3:.2f} | " if c in med else f"{cells[c]} | " for c in cols)
+            row += "".join(f"{med[c] / med['fused']:.2f}× | " if c in med else "– | " for c in cols)
             if args.memory:
                 if mode == "train":
                     peak = peak_cuda_bytes if args.device == "cuda" else peak_cpu_bytes
                     mem = {k: peak(fns[k]) / 2**20 for k in BACKENDS}
-                    row += f" {mem['fused']:.1f} / {mem['reference']:.1f} ({mem['fused'] / mem['reference']:.2f}×) |"
+                    row += f"{mem['fused']:.1f} / {mem['reference']:.1f} ({mem['fused'] / mem['reference']:.2f}×) |"
                 else:
                     row += " |"
-            print(row, flush=True)
+            print(row.rstrip(), flush=True)
+            if (args.floor and args.device == "cpu" and mode == "train" and work.case.kind == "map"
+                    and work.case.dim > 8):
+                rate, label = best_gemm_rate(work.case, dtype, max(5, args.reps // 2))
+                floor = train_flops(work.case) / (rate * 1e9)
+                notes.append(f"{name} train GEMM floor: {train_flops(work.case) / 1e9:.2f} GFLOP at the best "
+                             f"single-GEMM rate {rate:.0f} GFLOP/s ({label}) = {floor * 1e3:.1f} ms; "
+                             f"fused {med['fused'] * 1e3:.1f} ms = {floor / med['fused']:.2f} of the floor "
+                             f"(target ≥ 0.75)")
     print("\nCases: " + "; ".join(f"{c.name}: {c.describe()}" for c in (CASES[n] for n in args.cases)))
+    print(f"Columns: {ATEN} = the fused path with ATen GEMMs and baseline row passes; {JAX} = jax.jit of the same function (benchmarks/baselines.py), {EAGER} = the "
+          "official LIDVAE way (per-layer F.linear, autograd.grad(create_graph=True)); both checked "
+          f"against the fused output (relative tolerance {tol:g}) before timing.")
+    for note in notes:
+        print(note)
     return 0
 
 

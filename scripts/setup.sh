@@ -21,8 +21,9 @@ PY="$VENV/bin/python"
 "$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
 "$PY" -m pip install -q "$TORCH_SPEC"
+# scipy-openblas32: the OpenBLAS the CPU kernels load at run time for their GEMMs.
 "$PY" -m pip install -q numpy scikit-learn scipy matplotlib tqdm pytest pytest-benchmark \
-  ninja setuptools wheel
+  ninja setuptools wheel scipy-openblas32
 rm -rf dist
 "$PY" -m pip wheel -q --no-build-isolation --no-deps -w dist .
 "$PY" -m pip install -q --force-reinstall --no-deps dist/lidvae_ext-*.whl

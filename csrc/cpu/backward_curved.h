@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "cpu/backward_common.h"
+#include "cpu/gemm.h"
 #include "cpu/row_ops.h"
 #include "icnn_activations.h"
 #include "icnn_checks.h"
@@ -44,7 +45,8 @@ void backward_curved(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
       cpu::row_skinny_product<T>(t_p + i * M, nullptr, At_p, v_p + i * d, d, M, M);
     });
   } else {
-    tan = at::mm(v, A.t());  // (B, M)
+    tan = at::empty({B, M}, y.options());
+    cpu::gemm_out(tan, v, A.t());  // (B, M)
   }
   T* tan_p = tan.data_ptr<T>();
   Tensor ztan = at::empty({B, LH}, y.options());  // zdot_0 .. zdot_{L-1}
@@ -53,7 +55,7 @@ void backward_curved(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
     cpu::row_dact_mul<F, true>(zt_p + i * LH, pre_p + i * M, tan_p + i * M, T(1), H, slope);
   });
   for (int64_t l = 1; l < L; ++l) {
-    block(tan, l, H).addmm_(block(ztan, l - 1, H), W[l - 1].t());
+    cpu::gemm_acc(block(tan, l, H), block(ztan, l - 1, H), W[l - 1].t());
     for_each_row(B, H, [&](int64_t i) {
       cpu::row_dact_mul<F, false>(zt_p + i * LH + l * H, pre_p + i * M + l * H,
                                   tan_p + i * M + l * H, T(1), H, slope);
@@ -83,7 +85,7 @@ void backward_curved(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
     for (int64_t j = 0; j < H; ++j) bk[i * H + j] = r_out * wo_p[j];
   });
   for (int64_t l = L; l >= 1; --l) {
-    if (l < L) at::mm_out(back, block(r, l, H), W[l - 1]);
+    if (l < L) cpu::gemm_out(back, block(r, l, H), W[l - 1]);
     const int64_t off = (l - 1) * H;
     with_layer_kind(l == 1, [&](auto first) {
       for_each_row(B, H, [&](int64_t i) {
@@ -123,8 +125,8 @@ void backward_curved(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
   // Weight gradients: dW_l = delta_l^T z~_{l-1} + r_l^T z_{l-1}.
   for (int64_t l = 1; l < L; ++l) {
     Tensor gW = grad_W[l - 1];
-    at::mm_out(gW, block(delta, l, H).t(), block(ztan, l - 1, H));
-    gW.addmm_(block(r, l, H).t(), block(zprim, l - 1, H));
+    cpu::gemm_out(gW, block(delta, l, H).t(), block(ztan, l - 1, H));
+    cpu::gemm_acc(gW, block(r, l, H).t(), block(zprim, l - 1, H));
   }
   at::mv_out(grad_w_out, block(ztan, L - 1, H).t(), delta.select(1, M - 1));
   grad_w_out.addmv_(block(zprim, L - 1, H).t(), r.select(1, M - 1));
@@ -136,9 +138,9 @@ void backward_curved(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
     skinny_dA.add(r_p, M, 0, M, y_p, K, K);
     skinny_dA.write(grad_A);
   } else {
-    at::mm_out(grad_A, delta.t(), v_mix);
+    cpu::gemm_out(grad_A, delta.t(), v_mix);
     Tensor grad_A_in = padded ? grad_A.narrow(1, 0, K) : grad_A;  // the columns y meets
-    grad_A_in.addmm_(r.t(), y);
+    cpu::gemm_acc(grad_A_in, r.t(), y);
   }
 
   // db = u^T delta + sum_batch r.
@@ -159,7 +161,7 @@ void backward_curved(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
         }
       });
     } else {
-      at::addmm_out(grad_y, v.narrow(1, 0, K), r, A.narrow(1, 0, K), /*beta=*/alpha, /*alpha=*/1);
+      cpu::gemm_out(grad_y, r, A.narrow(1, 0, K), /*alpha=*/1, /*base=*/v.narrow(1, 0, K), /*beta=*/alpha);
       if (has_u) grad_y.addcmul_(grad.narrow(1, 0, K), grad_psi->unsqueeze(1));
     }
   }

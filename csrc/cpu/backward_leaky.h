@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "cpu/backward_common.h"
+#include "cpu/gemm.h"
 #include "cpu/row_ops.h"
 #include "icnn_activations.h"
 #include "icnn_checks.h"
@@ -79,7 +80,7 @@ void backward_leaky_in_place(const Tensor* grad_psi, const Tensor& v, const Tens
     // and its terms: dA_0 = r_0^T y (the columns y meets), db_0, dy = A_0^T r_0 + alpha v.
     const Tensor A0 = A.narrow(0, 0, H);
     Tensor adot0 = block(work, 0, H);
-    at::mm_out(adot0, v, A0.t());
+    cpu::gemm_out(adot0, v, A0.t());
     const Tensor r0 = L > 1 ? block(work, 1, H) : at::empty({B, H}, y.options());
     T* r_p = r0.data_ptr<T>();
     const int64_t r_ld = r0.stride(0);
@@ -93,15 +94,15 @@ void backward_leaky_in_place(const Tensor* grad_psi, const Tensor& v, const Tens
     Tensor grad_A0 = grad_A.narrow(0, 0, H);
     if (padded) grad_A0.narrow(1, K, d - K).zero_();
     Tensor grad_A0_in = grad_A0.narrow(1, 0, K);
-    at::mm_out(grad_A0_in, r0.t(), y);
+    cpu::gemm_out(grad_A0_in, r0.t(), y);
     if (need_input_grad) {
-      at::addmm_out(grad_y, v.narrow(1, 0, K), r0, A0.narrow(1, 0, K), /*beta=*/alpha, /*alpha=*/1);
+      cpu::gemm_out(grad_y, r0, A0.narrow(1, 0, K), /*alpha=*/1, /*base=*/v.narrow(1, 0, K), /*beta=*/alpha);
     }
     // The rest of the tangent (overwrites r_0): adot_l = A_l v (+ W_l zdot_{l-1} below), and
     // zdot_0 = sigma_0'(a_0) adot_0 in place.
     if (L > 1) {
       Tensor rest = work.narrow(1, H, LH - H);
-      at::mm_out(rest, v, A.narrow(0, H, LH - H).t());
+      cpu::gemm_out(rest, v, A.narrow(0, H, LH - H).t());
     }
     for_each_row(B, H, [&](int64_t i) {
       cpu::row_dact_scale<F, true>(w_p + i * LH, pre_p + i * M, H, slope);
@@ -111,7 +112,7 @@ void backward_leaky_in_place(const Tensor* grad_psi, const Tensor& v, const Tens
 
   // zdot_l = sigma'(a_l) (A_l v + W_l zdot_{l-1}), in place.
   for (int64_t l = 1; l < L; ++l) {
-    block(work, l, H).addmm_(block(work, l - 1, H), W[l - 1].t());
+    cpu::gemm_acc(block(work, l, H), block(work, l - 1, H), W[l - 1].t());
     for_each_row(B, H, [&](int64_t i) {
       cpu::row_dact_scale<F, false>(w_p + i * LH + l * H, pre_p + i * M + l * H, H, slope);
     });
@@ -172,11 +173,11 @@ void backward_leaky_in_place(const Tensor* grad_psi, const Tensor& v, const Tens
     const Tensor delta_l = block(work, l, H);
     if (!skinny) {
       Tensor grad_A_l = grad_A.narrow(0, l * H, H);
-      if (l == 0) grad_A_l.addmm_(delta_l.t(), v_mix); else at::mm_out(grad_A_l, delta_l.t(), v_mix);
+      if (l == 0) cpu::gemm_acc(grad_A_l, delta_l.t(), v_mix); else cpu::gemm_out(grad_A_l, delta_l.t(), v_mix);
     }
     if (l >= 1) {
       Tensor grad_W_l = grad_W[l - 1];
-      at::mm_out(grad_W_l, delta_l.t(), block(work, l - 1, H));
+      cpu::gemm_out(grad_W_l, delta_l.t(), block(work, l - 1, H));
     }
     if (has_u) grad_b.narrow(0, l * H, H).addmv_(delta_l.t(), *grad_psi);
   }

@@ -1,9 +1,10 @@
 // CPU implementation of the ICNN operators (DESIGN.md §3).
 //
-// Matrix products go through ATen GEMMs (MKL / OpenBLAS): the L+1 input
+// Matrix products go through cpu/gemm.h (OpenBLAS or ATen, chosen at run time): the L+1 input
 // products A_l y share y and are ONE GEMM with the stacked A, and so are the
 // products with the stacked sensitivities. Everything elementwise is fused
-// into one vectorizable loop per layer (row_ops.h), parallel over the batch.
+// into one vectorizable loop per layer (row_ops.h, compiled per vector ISA and picked at
+// run time, cpu/isa.h), parallel over the batch.
 // For the leaky-ReLU family (sigma'' = 0 after layer 0) the backward skips
 // every curvature term that is identically zero, leaving only the layer-0
 // term r_0. When the input dimension is tiny (d <= kSkinnyDim) the input-side
@@ -19,6 +20,8 @@
 #include <utility>
 #include <type_traits>
 
+#include "cpu/gemm.h"
+#include "cpu/isa.h"
 #include "cpu/row_ops.h"
 #include "icnn_activations.h"
 #include "icnn_checks.h"
@@ -70,13 +73,13 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
       cpu::row_bias_act<F, true>(z_p + i * M, pre_p + i * M, static_cast<const T*>(nullptr), H, slope);
     });
   } else {
-    at::mm_out(pre, y, padded ? A.narrow(1, 0, K).t() : A.t());
+    cpu::gemm_out(pre, y, padded ? A.narrow(1, 0, K).t() : A.t());
     for_each_row(B, H, [&](int64_t i) {
       cpu::row_bias_act<F, true>(z_p + i * M, pre_p + i * M, bias, H, slope);
     });
   }
   for (int64_t l = 1; l < L; ++l) {
-    block(pre, l, H).addmm_(z, W[l - 1].t());
+    cpu::gemm_acc(block(pre, l, H), z, W[l - 1].t());
     const T* bias_l = bias ? bias + l * H : nullptr;
     for_each_row(B, H, [&](int64_t i) {
       cpu::row_bias_act<F, false>(z_p + i * M, pre_p + i * M + l * H, bias_l, H, slope);
@@ -115,7 +118,7 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
   // Remaining reverse steps: e_{l-1} = W_l^T delta_l, delta_{l-1} = sigma'(a_{l-1}) e_{l-1}.
   for (int64_t l = L - 1; l >= 1; --l) {
     Tensor e_prev = block(upstream, l - 1, H);
-    at::mm_out(e_prev, block(delta, l, H), W[l - 1]);
+    cpu::gemm_out(e_prev, block(delta, l, H), W[l - 1]);
     with_layer_kind(l == 1, [&](auto first) {
       for_each_row(B, H, [&](int64_t i) {
         cpu::row_dact_mul<F, decltype(first)::value>(delta_p + i * M + (l - 1) * H,
@@ -129,9 +132,9 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
   // grad = sum_l A_l^T delta_l + alpha y: one product with the stacked A (for tiny d it was
   // done row-wise above).
   if (!skinny && !padded) {
-    at::addmm_out(grad, y, delta, A, /*beta=*/alpha, /*alpha=*/1);
+    cpu::gemm_out(grad, delta, A, /*alpha=*/1, /*base=*/y, /*beta=*/alpha);
   } else if (!skinny) {
-    at::mm_out(grad, delta, A);
+    cpu::gemm_out(grad, delta, A);
     if (alpha != T(0)) grad.narrow(1, 0, K).add_(y, alpha);
   }
 }
@@ -172,6 +175,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> icnn_forward_cpu(
   const Tensor W = W_in.contiguous(), w_out = w_out_in.contiguous();
   ForwardOutputs out(dims, y.options());
   if (dims.batch == 0) return out.tuple();
+  cpu::set_active_isa(cpu::select_isa());
   const Activation act = parse_activation(act_name, op);
   AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "icnn_forward_cpu", [&] {
     dispatch_activation(act, [&](auto tag) {
@@ -198,6 +202,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> icnn_backward_cpu(
                           upstream_in);
   BackwardOutputs out(dims, in.A, in.W, in.w_out, need_input_grad);
   if (dims.batch == 0) return out.tuple();
+  cpu::set_active_isa(cpu::select_isa());
   const Activation act = parse_activation(act_name, op);
   AT_DISPATCH_FLOATING_TYPES(in.y.scalar_type(), "icnn_backward_cpu", [&] {
     dispatch_activation(act, [&](auto tag) {

@@ -1,12 +1,21 @@
 // Row-level building blocks of the CPU kernels. Every function works on one
 // sample's contiguous row through __restrict__ pointers with scalars passed
 // by value, so the compiler can keep them in registers and vectorize.
+//
+// The bodies (row_kernels.inc) are compiled once per vector ISA — baseline, AVX2+FMA,
+// AVX-512 — each copy in its own namespace under `#pragma GCC target`; the functions
+// below call the copy of the ISA the running operator selected (isa.h). Only the
+// .inc bodies are built for the wider ISAs: every header, ATen's included, stays at the
+// baseline, so no inline function shared with the rest of the library can carry wider
+// instructions onto a CPU without them.
 #pragma once
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdint>
+
+#include "cpu/isa.h"
 
 namespace lidvae {
 namespace cpu {
@@ -36,89 +45,93 @@ inline T d2act(T t, T s) {
   if constexpr (kFirst) return F::d2f0(t, s); else return F::d2f(t, s);
 }
 
-// z = sigma(a)
+
+// ---- the per-ISA copies of the row kernels ----------------------------------------
+#define LIDVAE_ROW_NS isa_baseline
+#include "cpu/row_kernels.inc"
+#undef LIDVAE_ROW_NS
+
+#if LIDVAE_X86_ISA_VARIANTS
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define LIDVAE_ROW_NS isa_avx2
+#include "cpu/row_kernels.inc"
+#undef LIDVAE_ROW_NS
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,prefer-vector-width=512")
+#define LIDVAE_ROW_NS isa_avx512
+#include "cpu/row_kernels.inc"
+#undef LIDVAE_ROW_NS
+#pragma GCC pop_options
+
+// Calls `call` (a row kernel with its arguments) in the copy of the active ISA.
+#define LIDVAE_ON_ISA(...)                                   \
+  switch (active_isa()) {                                    \
+    case Isa::kAvx512: return isa_avx512::__VA_ARGS__;       \
+    case Isa::kAvx2: return isa_avx2::__VA_ARGS__;           \
+    default: return isa_baseline::__VA_ARGS__;               \
+  }
+#else
+#define LIDVAE_ON_ISA(...) return isa_baseline::__VA_ARGS__;
+#endif
+
 template <typename F, bool kFirst, typename T>
 inline void row_act(T* __restrict__ z, const T* __restrict__ a, int64_t n, T s) {
-  for (int64_t j = 0; j < n; ++j) z[j] = act<F, kFirst>(a[j], s);
+  LIDVAE_ON_ISA(row_act<F, kFirst, T>(z, a, n, s));
 }
 
-// a += bias (skipped when bias is null), then z = sigma(a): the bias of an input
-// product that was done without it, folded into the activation pass
 template <typename F, bool kFirst, typename T>
 inline void row_bias_act(T* __restrict__ z, T* __restrict__ a, const T* __restrict__ bias, int64_t n,
                          T s) {
-  if (bias == nullptr) {
-    for (int64_t j = 0; j < n; ++j) z[j] = act<F, kFirst>(a[j], s);
-    return;
-  }
-  for (int64_t j = 0; j < n; ++j) {
-    const T t = a[j] + bias[j];
-    a[j] = t;
-    z[j] = act<F, kFirst>(t, s);
-  }
+  LIDVAE_ON_ISA(row_bias_act<F, kFirst, T>(z, a, bias, n, s));
 }
 
-// out = sigma'(a) * (c * x)
 template <typename F, bool kFirst, typename T>
 inline void row_dact_mul(T* __restrict__ out, const T* __restrict__ a, const T* __restrict__ x,
                          T c, int64_t n, T s) {
-  for (int64_t j = 0; j < n; ++j) out[j] = dact<F, kFirst>(a[j], s) * (c * x[j]);
+  LIDVAE_ON_ISA(row_dact_mul<F, kFirst, T>(out, a, x, c, n, s));
 }
 
-// x = sigma'(a) * x, in place (a tangent adot becomes zdot)
 template <typename F, bool kFirst, typename T>
 inline void row_dact_scale(T* __restrict__ x, const T* __restrict__ a, int64_t n, T s) {
-  for (int64_t j = 0; j < n; ++j) x[j] *= dact<F, kFirst>(a[j], s);
+  LIDVAE_ON_ISA(row_dact_scale<F, kFirst, T>(x, a, n, s));
 }
 
-// x = x + u * sigma(a), in place (z~ = zdot + u z when the potential has a gradient u)
 template <typename F, bool kFirst, typename T>
 inline void row_add_act(T* __restrict__ x, const T* __restrict__ a, T u, int64_t n, T s) {
-  for (int64_t j = 0; j < n; ++j) x[j] += u * act<F, kFirst>(a[j], s);
+  LIDVAE_ON_ISA(row_add_act<F, kFirst, T>(x, a, u, n, s));
 }
 
-// out = sigma''(a) * x * (c * e) + sigma'(a) * back   (curvature adjoint r_l)
 template <typename F, bool kFirst, typename T>
 inline void row_curvature(T* __restrict__ out, const T* __restrict__ a, const T* __restrict__ x,
                           const T* __restrict__ e, T c, const T* __restrict__ back, int64_t n, T s) {
-  for (int64_t j = 0; j < n; ++j)
-    out[j] = d2act<F, kFirst>(a[j], s) * x[j] * (c * e[j]) + dact<F, kFirst>(a[j], s) * back[j];
+  LIDVAE_ON_ISA(row_curvature<F, kFirst, T>(out, a, x, e, c, back, n, s));
 }
 
-// out = sigma''(a) * x * (c * e)   (curvature adjoint when nothing comes from above)
 template <typename F, bool kFirst, typename T>
 inline void row_curvature_local(T* __restrict__ out, const T* __restrict__ a,
                                 const T* __restrict__ x, const T* __restrict__ e, T c, int64_t n,
                                 T s) {
-  for (int64_t j = 0; j < n; ++j) out[j] = d2act<F, kFirst>(a[j], s) * x[j] * (c * e[j]);
+  LIDVAE_ON_ISA(row_curvature_local<F, kFirst, T>(out, a, x, e, c, n, s));
 }
 
-// out += c * x
 template <typename T>
 inline void row_axpy(T* __restrict__ out, const T* __restrict__ x, T c, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) out[j] += c * x[j];
+  LIDVAE_ON_ISA(row_axpy<T>(out, x, c, n));
 }
 
 template <typename T>
 inline T dot(const T* __restrict__ x, const T* __restrict__ y, int64_t n) {
-  T acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t j = 0; j < n; ++j) acc += x[j] * y[j];
-  return acc;
+  LIDVAE_ON_ISA(dot<T>(x, y, n));
 }
 
-// out[m] = init[m] + sum_k x[k] * At[k*ld + m] for m < n (At: A transposed,
-// k < in_dim): a skinny product done row by row, vectorized over m.
 template <typename T>
 inline void row_skinny_product(T* __restrict__ out, const T* __restrict__ init,
                                const T* __restrict__ At, const T* __restrict__ x, int64_t in_dim,
                                int64_t n, int64_t ld) {
-  for (int64_t m = 0; m < n; ++m) out[m] = init ? init[m] : T(0);
-  for (int64_t k = 0; k < in_dim; ++k) {
-    const T xk = x[k];
-    const T* __restrict__ col = At + k * ld;
-    for (int64_t m = 0; m < n; ++m) out[m] += xk * col[m];
-  }
+  LIDVAE_ON_ISA(row_skinny_product<T>(out, init, At, x, in_dim, n, ld));
 }
 
 // Runs fn(first_tag) with a compile-time flag for "this is layer 0".
