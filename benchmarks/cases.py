@@ -38,7 +38,11 @@ CASES = {
     "C2": Case("C2", "decoder", 1024, 64, 512, 2, out_dim=784),
     "C3": Case("C3", "map", 4096, 2, 64, 3),
     "C4": Case("C4", "map", 256, 784, 1024, 3),
+    # large-batch throughput cases (run by default on CUDA only)
+    "C1L": Case("C1L", "decoder", 65536, 64, 512, 2, out_dim=784),
+    "C3L": Case("C3L", "map", 2**20, 2, 64, 3),
 }
+DEFAULT_CASES = {"cpu": ("C1", "C2", "C3", "C4"), "cuda": ("C1", "C2", "C3", "C4", "C1L", "C3L")}
 
 
 def _set_backend(module: torch.nn.Module, backend: str) -> None:

@@ -15,7 +15,7 @@ Usage::
 
     python benchmarks/run.py                    # all cases, CPU, float32
     python benchmarks/run.py --cases C1 C3 --reps 30 --threads 2
-    python benchmarks/run.py --device cuda
+    python benchmarks/run.py --device cuda --memory --json rows.json   # + fused-generic, C1L, C3L
     # OpenBLAS picks its kernel from the CPU unless OPENBLAS_CORETYPE says otherwise:
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/run.py --threads 2 --reps 21 --floor
 """
@@ -34,7 +34,7 @@ import torch
 import lidvae_ext
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cases import CASES, Case, make_workload  # noqa: E402
+from cases import CASES, DEFAULT_CASES, Case, make_workload  # noqa: E402
 from machine import cpu_model, describe_machine  # noqa: E402
 
 BACKENDS = ("fused", "reference")
@@ -42,6 +42,8 @@ COMPILED = "compiled"  # torch.compile of the torch.func formulation (--compile)
 JAX = "jax"  # jax.jit of the same function (benchmarks/baselines.py; "not installed" without JAX)
 EAGER = "eager"  # the official LIDVAE way of writing it (benchmarks/baselines.py)
 ATEN = "fused-aten"  # the fused path on ATen GEMMs + baseline row passes (--aten-column)
+GENERIC = "fused-generic"  # CUDA: the cuBLAS + elementwise-kernel path (LIDVAE_CUDA_FUSED=0)
+FP32_PEAK_TFLOPS = 67.0  # H100/H200 SXM CUDA-core FP32 peak (docs/cuda.md), for the throughput line
 
 
 def _with_env(fn, **env):
@@ -78,12 +80,13 @@ def time_interleaved(fns: dict, reps: int, warmup: int, device: str,
     for _ in range(reps):
         for name, fn in fns.items():
             if device == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
+                # wall clock between device synchronizations: the same for torch and for JAX
+                # (which runs on its own stream, invisible to torch's CUDA events); includes launches
                 torch.cuda.synchronize()
-                times[name].append(start.elapsed_time(end) / 1e3)
+                t0 = time.perf_counter()
+                fn()
+                torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - t0)
             else:
                 t0 = clock()
                 fn()
@@ -135,6 +138,35 @@ def train_flops(case: Case) -> float:
     return float(forward + backward)
 
 
+def doc_train_flops(case: Case) -> float:
+    """FLOPs of one leaky-ReLU BrenierMap training step as docs/cuda.md counts them (map cases).
+
+    Per sample, in MACs, with M = L·H + 1 and K = d (no padding): forward M·K + 2(L−1)H² + H + M·d,
+    backward 2M·d + 2(L−1)H² + 2H + 2H·K; 1 MAC = 2 FLOP.
+    """
+    d, H, L = case.dim, case.hidden, case.layers
+    M = L * H + 1
+    forward = M * d + 2 * (L - 1) * H * H + H + M * d
+    backward = 2 * M * d + 2 * (L - 1) * H * H + 2 * H + 2 * H * d
+    return 2.0 * case.batch * (forward + backward)
+
+
+def append_json_rows(path: str, rows: list[dict]) -> None:
+    """Append ``rows`` to the JSON list in ``path`` (created when missing), atomically."""
+    import json
+
+    existing = []
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            existing = json.load(f)
+        if not isinstance(existing, list):
+            raise SystemExit(f"--json {path}: the file holds no JSON list; remove it or pick another path")
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(existing + rows, f, indent=1)
+    os.replace(tmp, path)
+
+
 def best_gemm_rate(case: Case, dtype: torch.dtype, reps: int) -> tuple[float, str]:
     """Best median GFLOP/s over the case's large GEMM shapes and the GEMM backends the build has."""
     from lidvae_ext import _C
@@ -168,7 +200,8 @@ def _checked(name: str, fn, expected, tol: float):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--cases", nargs="+", default=None, choices=list(CASES),
+                        help="default: C1–C4 on the CPU; C1–C4 plus the large-batch C1L, C3L on CUDA")
     parser.add_argument("--modes", nargs="+", default=["map", "train"], choices=["map", "train"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
@@ -189,7 +222,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floor", action="store_true",
                         help="CPU: the GEMM FLOP floor of C4's training step from the best single-GEMM "
                              "rate measured in this run")
+    parser.add_argument("--json", metavar="PATH", default=None,
+                        help="append one row per timing to the JSON list in PATH: "
+                             '{"case", "mode", "impl", "dtype", "batch", "ms"} (+ "peak_mb" with --memory)')
+    parser.add_argument("--no-generic", action="store_true",
+                        help="CUDA: leave out the fused-generic column (LIDVAE_CUDA_FUSED=0)")
     args = parser.parse_args(argv)
+    if args.cases is None:
+        args.cases = list(DEFAULT_CASES[args.device])
+    # JAX on a GPU would otherwise reserve 75 % of its memory at import, starving torch
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -202,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
           f"warmup={args.warmup}, timer={args.timer}")
     print(describe_machine())
     tol = 1e-4 if dtype == torch.float32 else 1e-9
-    extra = [n for n, off in ((JAX, args.no_jax or args.device != "cpu"), (EAGER, args.no_eager)) if not off]
+    extra = [GENERIC] if args.device == "cuda" and not args.no_generic else []
+    extra += [n for n, off in ((JAX, args.no_jax), (EAGER, args.no_eager)) if not off]
     extra += [COMPILED] if args.compile else []
     extra += [ATEN] if args.aten_column and args.device == "cpu" else []
     header = "| case | mode | fused (ms) | " + "".join(f"{n} (ms) | " for n in (*extra, "reference"))
@@ -212,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header.rstrip())
     print("|" + "---|" * (header.count("|") - 1))
     notes: list[str] = []
+    rows: list[dict] = []
     for name in args.cases:
         work = make_workload(CASES[name], args.device, dtype)
         others: dict[str, dict] = {}
@@ -226,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
             from baselines import eager_callables
 
             others[EAGER] = eager_callables(work.module, work.inputs, work.loss)
+        if GENERIC in extra:
+            others[GENERIC] = {m: _with_env(work.fn("fused", m), LIDVAE_CUDA_FUSED="0") for m in args.modes}
         if ATEN in extra:
             others[ATEN] = {m: _with_env(work.fn("fused", m), LIDVAE_CPU_GEMM="aten", LIDVAE_CPU_ISA="baseline")
                             for m in args.modes}
@@ -253,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             row = f"| {name} | {mode} | {med['fused'] * 1e3:.2f} | "
             row += "".join(f"{med[c] * 1e3:.2f} | " if c in med else f"{cells[c]} | " for c in cols)
             row += "".join(f"{med[c] / med['fused']:.2f}× | " if c in med else "– | " for c in cols)
+            mem: dict[str, float] = {}
             if args.memory:
                 if mode == "train":
                     peak = peak_cuda_bytes if args.device == "cuda" else peak_cpu_bytes
@@ -261,6 +308,18 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     row += " |"
             print(row.rstrip(), flush=True)
+            for impl, t in med.items():
+                entry = {"case": name, "mode": mode, "impl": impl, "dtype": args.dtype,
+                         "batch": work.case.batch, "ms": t * 1e3, "device": args.device}
+                if impl in mem:
+                    entry["peak_mb"] = mem[impl]
+                rows.append(entry)
+            if args.device == "cuda" and mode == "train" and work.case.kind == "map":
+                flops = doc_train_flops(work.case)
+                tflops = flops / med["fused"] / 1e12
+                notes.append(f"{name} train throughput (docs/cuda.md FLOP count, {flops / 1e9:.2f} GFLOP/step): "
+                             f"{tflops:.1f} TFLOP/s = {100 * tflops / FP32_PEAK_TFLOPS:.0f} % of the "
+                             f"{FP32_PEAK_TFLOPS:g} TFLOP/s FP32 CUDA-core peak")
             if (args.floor and args.device == "cpu" and mode == "train" and work.case.kind == "map"
                     and work.case.dim > 8):
                 rate, label = best_gemm_rate(work.case, dtype, max(5, args.reps // 2))
@@ -270,11 +329,13 @@ def main(argv: list[str] | None = None) -> int:
                              f"fused {med['fused'] * 1e3:.1f} ms = {floor / med['fused']:.2f} of the floor "
                              f"(target ≥ 0.75)")
     print("\nCases: " + "; ".join(f"{c.name}: {c.describe()}" for c in (CASES[n] for n in args.cases)))
-    print(f"Columns: {ATEN} = the fused path with ATen GEMMs and baseline row passes; {JAX} = jax.jit of the same function (benchmarks/baselines.py), {EAGER} = the "
+    print(f"Columns: {GENERIC} = CUDA, the cuBLAS path (LIDVAE_CUDA_FUSED=0); {ATEN} = the fused path with ATen GEMMs and baseline row passes; {JAX} = jax.jit of the same function (benchmarks/baselines.py), {EAGER} = the "
           "official LIDVAE way (per-layer F.linear, autograd.grad(create_graph=True)); both checked "
           f"against the fused output (relative tolerance {tol:g}) before timing.")
     for note in notes:
         print(note)
+    if args.json:
+        append_json_rows(args.json, rows)
     return 0
 
 

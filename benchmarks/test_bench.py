@@ -12,7 +12,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cases import CASES, make_workload  # noqa: E402
+from cases import CASES, DEFAULT_CASES, make_workload  # noqa: E402
 
 _WORKLOADS: dict[str, object] = {}
 
@@ -25,7 +25,7 @@ def _workload(name):
 
 @pytest.mark.parametrize("backend", ["fused", "reference"])
 @pytest.mark.parametrize("mode", ["map", "train"])
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", DEFAULT_CASES["cpu"])
 def test_case(benchmark, case, mode, backend):
     benchmark.group = f"{case}-{mode}"
     fn = _workload(case).fn(backend, mode)

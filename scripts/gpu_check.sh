@@ -10,19 +10,23 @@
 # Stages, most valuable first:
 #   build      python setup.py build_ext --inplace (TORCH_CUDA_ARCH_LIST=9.0, MAX_JOBS=16)
 #   tests      pytest tests/test_ops_cuda.py -m "not slow"
-#   bench      benchmarks/run.py --device cuda (table + JSON rows)
+#   bench      benchmarks/run.py --device cuda --memory: fused (auto), fused-generic
+#              (LIDVAE_CUDA_FUSED=0), JAX jit, official-style eager, reference on C1–C4,
+#              C1L, C3L in float32, then C3 in float64 (rows appended to bench.json)
 #   sanitizer  compute-sanitizer memcheck + racecheck on one fused and one
 #              generic shape, forward and backward (the slow test in test_ops_cuda.py)
+#   compile    benchmarks/run.py --device cuda --compile (torch.compile column; slow to compile)
 #
-# Writes at most 8 files under $OUT: env.txt, build.log, tests.log, bench.log,
-# bench.json, sanitizer.log, results.json (per stage: status, exit code,
-# seconds, the pytest summary line; plus build_info), and .stages.tsv while it
-# runs (removed at the end; it survives a kill and holds the finished stages). Exit code: 0 when every stage that ran
-# passed, 1 otherwise.
+# Writes at most 8 files under $OUT: build.log, tests.log, bench.log, bench.json,
+# sanitizer.log, compile.log, compile.json, results.json. results.json is
+# rewritten after every stage (so a killed run still has the finished stages):
+# the environment (python, torch, nvcc, nvidia-smi, build_info) and per stage
+# its status (ok / failed / timeout / skipped), exit code, seconds and the
+# pytest summary line. Exit code: 0 when every stage that ran passed, 1 otherwise.
 #
 # Environment: PYTHON (default python3), OUT (default ./gpu_check_out),
-# DEADLINE_S (whole script, default 540), T_BUILD/T_TESTS/T_BENCH/T_SANITIZER
-# (per stage, seconds), BENCH_ARGS (extra benchmarks/run.py arguments),
+# DEADLINE_S (whole script, default 540), T_BUILD/T_TESTS/T_BENCH/T_SANITIZER/
+# T_COMPILE (per stage, seconds), BENCH_ARGS (extra benchmarks/run.py arguments),
 # GPU_CHECK_NO_GPU=1 (treat the machine as having no GPU: GPU stages are
 # skipped; used to test this script's logic on a CPU machine).
 set -uo pipefail
@@ -35,8 +39,9 @@ T_BUILD=${T_BUILD:-300}
 T_TESTS=${T_TESTS:-180}
 T_BENCH=${T_BENCH:-240}
 T_SANITIZER=${T_SANITIZER:-150}
+T_COMPILE=${T_COMPILE:-200}
 BENCH_ARGS=${BENCH_ARGS:-}
-STAGES="build,tests,bench,sanitizer"
+STAGES="build,tests,bench,sanitizer,compile"
 SKIP_BUILD=0
 
 while [ $# -gt 0 ]; do
@@ -44,22 +49,26 @@ while [ $# -gt 0 ]; do
     --skip-build) SKIP_BUILD=1 ;;
     --stages) shift; STAGES="$1" ;;
     --stages=*) STAGES="${1#--stages=}" ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 for s in ${STAGES//,/ }; do
-  case "$s" in build|tests|bench|sanitizer) ;; *)
-    echo "gpu_check.sh: unknown stage '$s' in --stages (known: build,tests,bench,sanitizer)" >&2; exit 2 ;;
+  case "$s" in build|tests|bench|sanitizer|compile) ;; *)
+    echo "gpu_check.sh: unknown stage '$s' in --stages (known: build,tests,bench,sanitizer,compile)" >&2; exit 2 ;;
   esac
 done
 [ "$SKIP_BUILD" = 1 ] && STAGES=$(echo ",$STAGES," | sed 's/,build,/,/; s/^,//; s/,$//')
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-STATUS="$OUT/.stages.tsv"   # stage <TAB> status <TAB> rc <TAB> seconds <TAB> note (folded into results.json)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+STATUS="$WORK/stages.tsv"   # stage <TAB> status <TAB> rc <TAB> seconds <TAB> note (folded into results.json)
+ENV_TXT="$WORK/env.txt"
 : > "$STATUS"
+rm -f "$OUT/bench.json" "$OUT/compile.json"   # run.py --json appends
 start_all=$(date +%s)
 
 remaining() { echo $(( DEADLINE_S - ($(date +%s) - start_all) )); }
@@ -73,7 +82,7 @@ run_stage() {
   local left=$(( $(remaining) - 30 ))
   if [ "$left" -lt 20 ]; then
     record "$name" skipped "" 0 "no time left before DEADLINE_S=$DEADLINE_S"
-    echo "== $name: skipped (deadline)"; return 0
+    echo "== $name: skipped (deadline)"; summarize > /dev/null; return 0
   fi
   [ "$limit" -gt "$left" ] && limit=$left
   echo "== $name (timeout ${limit}s): $*"
@@ -86,54 +95,12 @@ run_stage() {
   record "$name" "$status" "$rc" "$dt" ""
   echo "   $name: $status (rc=$rc, ${dt}s); last lines of $(basename "$log"):"
   tail -n 5 "$log" | sed 's/^/   | /'
+  summarize > /dev/null
 }
 
-have_gpu=0
-if [ "${GPU_CHECK_NO_GPU:-0}" != 1 ] && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-  have_gpu=1
-fi
-
-{
-  echo "date: $(date -u +%FT%TZ)"
-  echo "host: $(uname -a)"
-  echo "python: $("$PYTHON" --version 2>&1)"
-  "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())" 2>&1
-  command -v nvcc >/dev/null 2>&1 && nvcc --version | tail -n 2
-  if [ "$have_gpu" = 1 ]; then nvidia-smi; else echo "nvidia-smi: no GPU (GPU stages are skipped)"; fi
-} > "$OUT/env.txt" 2>&1
-
-if want build; then
-  run_stage build "$T_BUILD" "$OUT/build.log" \
-    env TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}" \
-    "$PYTHON" setup.py build_ext --inplace
-fi
-
-# build_info() of what will be tested (in place build first on sys.path).
-"$PYTHON" -c "import json, lidvae_ext; print('build_info', json.dumps(lidvae_ext.build_info()))" \
-  >> "$OUT/env.txt" 2>&1 || echo "build_info: lidvae_ext did not import" >> "$OUT/env.txt"
-
-gpu_stage() {   # gpu_stage NAME: records a skip when there is no GPU
-  if [ "$have_gpu" = 1 ]; then return 0; fi
-  record "$1" skipped "" 0 "no GPU"; echo "== $1: skipped (no GPU)"; return 1
-}
-
-if want tests && gpu_stage tests; then
-  run_stage tests "$T_TESTS" "$OUT/tests.log" \
-    "$PYTHON" -m pytest tests/test_ops_cuda.py -m "not slow" -q -p no:cacheprovider -rfEs
-fi
-
-if want bench && gpu_stage bench; then
-  # shellcheck disable=SC2086  # BENCH_ARGS is a list of words on purpose
-  run_stage bench "$T_BENCH" "$OUT/bench.log" \
-    "$PYTHON" benchmarks/run.py --device cuda --json "$OUT/bench.json" $BENCH_ARGS
-fi
-
-if want sanitizer && gpu_stage sanitizer; then
-  run_stage sanitizer "$T_SANITIZER" "$OUT/sanitizer.log" \
-    "$PYTHON" -m pytest tests/test_ops_cuda.py -k compute_sanitizer -q -p no:cacheprovider -rs
-fi
-
-"$PYTHON" - "$STATUS" "$OUT/results.json" "$OUT/env.txt" "$have_gpu" "$(( $(date +%s) - start_all ))" <<'PY'
+# summarize: (re)writes results.json from the stage table and the environment.
+summarize() {
+"$PYTHON" - "$STATUS" "$OUT/results.json" "$ENV_TXT" "$have_gpu" "$(( $(date +%s) - start_all ))" <<'PY'
 import json, os, re, sys
 status_path, out_path, env_path, have_gpu, seconds = sys.argv[1:6]
 stages = []
@@ -148,17 +115,74 @@ for line in open(status_path, encoding="utf-8"):
         entry["summary"] = summary[-1].strip("= ") if summary else None
     stages.append(entry)
 info = None
-for line in open(env_path, encoding="utf-8", errors="replace"):
+env_text = open(env_path, encoding="utf-8", errors="replace").read()
+for line in env_text.splitlines():
     if line.startswith("build_info "):
         info = json.loads(line[len("build_info "):])
-result = {"gpu": have_gpu == "1", "seconds": int(seconds), "build_info": info, "stages": stages,
+result = {"gpu": have_gpu == "1", "seconds": int(seconds), "build_info": info, "env": env_text, "stages": stages,
           "passed": all(s["status"] in ("ok", "skipped") for s in stages)}
 with open(out_path, "w", encoding="utf-8") as f:
     json.dump(result, f, indent=2)
 print(json.dumps({s["stage"]: s["status"] for s in stages}))
 sys.exit(0 if result["passed"] else 1)
 PY
+}
+
+have_gpu=0
+if [ "${GPU_CHECK_NO_GPU:-0}" != 1 ] && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  have_gpu=1
+fi
+
+{
+  echo "date: $(date -u +%FT%TZ)"
+  echo "host: $(uname -a)"
+  echo "python: $("$PYTHON" --version 2>&1)"
+  "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())" 2>&1
+  command -v nvcc >/dev/null 2>&1 && nvcc --version | tail -n 2
+  if [ "$have_gpu" = 1 ]; then nvidia-smi; else echo "nvidia-smi: no GPU (GPU stages are skipped)"; fi
+} > "$ENV_TXT" 2>&1
+
+if want build; then
+  run_stage build "$T_BUILD" "$OUT/build.log" \
+    env TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}" \
+    "$PYTHON" setup.py build_ext --inplace
+fi
+
+# build_info() of what will be tested (in place build first on sys.path).
+"$PYTHON" -c "import json, lidvae_ext; print('build_info', json.dumps(lidvae_ext.build_info()))" \
+  >> "$ENV_TXT" 2>&1 || echo "build_info: lidvae_ext did not import" >> "$ENV_TXT"
+
+gpu_stage() {   # gpu_stage NAME: records a skip when there is no GPU
+  if [ "$have_gpu" = 1 ]; then return 0; fi
+  record "$1" skipped "" 0 "no GPU"; echo "== $1: skipped (no GPU)"; summarize > /dev/null; return 1
+}
+
+if want tests && gpu_stage tests; then
+  run_stage tests "$T_TESTS" "$OUT/tests.log" \
+    "$PYTHON" -m pytest tests/test_ops_cuda.py -m "not slow" -q -p no:cacheprovider -rfEs
+fi
+
+if want bench && gpu_stage bench; then
+  # shellcheck disable=SC2086  # BENCH_ARGS is a list of words on purpose
+  run_stage bench "$T_BENCH" "$OUT/bench.log" bash -c \
+    "\"\$0\" benchmarks/run.py --device cuda --memory --json \"\$1\" $BENCH_ARGS &&
+     \"\$0\" benchmarks/run.py --device cuda --cases C3 --dtype float64 --json \"\$1\" $BENCH_ARGS" \
+    "$PYTHON" "$OUT/bench.json"
+fi
+
+if want sanitizer && gpu_stage sanitizer; then
+  run_stage sanitizer "$T_SANITIZER" "$OUT/sanitizer.log" \
+    "$PYTHON" -m pytest tests/test_ops_cuda.py -k compute_sanitizer -q -p no:cacheprovider -rs
+fi
+
+if want compile && gpu_stage compile; then
+  # shellcheck disable=SC2086
+  run_stage compile "$T_COMPILE" "$OUT/compile.log" \
+    "$PYTHON" benchmarks/run.py --device cuda --compile --no-jax --no-eager --no-generic \
+    --cases C1 C2 C3 C4 --json "$OUT/compile.json" $BENCH_ARGS
+fi
+
+summarize
 rc=$?
-rm -f "$STATUS"
 echo "gpu_check.sh: results in $OUT (results.json), $(( $(date +%s) - start_all ))s"
 exit "$rc"

@@ -38,12 +38,13 @@ def test_gpu_stages_skip_without_gpu(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     res = _results(tmp_path)
     assert res["gpu"] is False and res["passed"] is True
-    assert [s["stage"] for s in res["stages"]] == ["tests", "bench", "sanitizer"]
+    assert [s["stage"] for s in res["stages"]] == ["tests", "bench", "sanitizer", "compile"]
     assert all(s["status"] == "skipped" and s["note"] == "no GPU" for s in res["stages"])
     # build_info is that of the package the stages would test
     assert res["build_info"] == json.loads(json.dumps(lidvae_ext.build_info()))
+    assert "no GPU (GPU stages are skipped)" in res["env"] and "torch" in res["env"]
     files = {p.name for p in (tmp_path / "out").iterdir()}
-    assert files == {"env.txt", "results.json"}, files   # the stage table is removed at the end
+    assert files == {"results.json"}, files   # nothing else is left under $OUT
 
 
 def test_stage_selection_and_deadline(tmp_path):
