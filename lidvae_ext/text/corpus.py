@@ -7,6 +7,7 @@ returns a :class:`TextDataset` of padded id tensors (see :mod:`.vocab`).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ TEXT_BUILTIN = ("synthetic-text", "wordnet")
 WORDNET_DIR = Path("/usr/share/wordnet")  # where Debian's wordnet-base puts the database
 WORDNET_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
 SYNTHETIC_SIZES = (16000, 2000, 2000)
+_QUOTED = re.compile(r'"([^"]+)"')
 
 
 @dataclass
@@ -102,12 +104,11 @@ def read_wordnet_examples(data_dir: str | os.PathLike | None = None, glosses: bo
                 if line.startswith("  ") or "|" not in line:  # license header / malformed
                     continue
                 gloss = line.split("|", 1)[1].strip()
-                parts = [p.strip() for p in gloss.split(";")]
-                for p in parts:
-                    if len(p) >= 2 and p[0] == '"':
-                        out.append(p.strip('"').strip())
-                    elif glosses and p and '"' not in p:
-                        out.append(p)
+                if glosses:
+                    definition = gloss.split('"', 1)[0].strip().rstrip(";").strip()
+                    if definition:
+                        out.append(definition)
+                out.extend(e.strip() for e in _QUOTED.findall(gloss) if e.strip())
     if not out:
         raise ValueError(f"no example sentences found in the WordNet files under {root}")
     return out

@@ -25,6 +25,9 @@ from torch import Tensor
 from .vocab import SPECIALS, Vocabulary, pad_sequences
 
 
+BLOCK = 1024  # sentences per random stream
+
+
 @dataclass
 class SyntheticTextConfig:
     """Sizes and scales of the generator (defaults: the documented ``synthetic-text``)."""
@@ -58,9 +61,9 @@ def _generator_weights(cfg: SyntheticTextConfig, gen: torch.Generator) -> dict[s
     }
 
 
-def generate_synthetic_text(n: int, seed: int = 0, config: SyntheticTextConfig | None = None,
-                            batch_size: int = 2048) -> tuple[Tensor, Tensor, Vocabulary]:
-    """Sample ``n`` sentences.
+def generate_synthetic_text(n: int, seed: int = 0, config: SyntheticTextConfig | None = None
+                            ) -> tuple[Tensor, Tensor, Vocabulary]:
+    """Sample ``n`` sentences (the first ``m`` of them are the same for every ``n ≥ m``).
 
     Returns
     -------
@@ -78,12 +81,13 @@ def generate_synthetic_text(n: int, seed: int = 0, config: SyntheticTextConfig |
         raise ValueError(f"vocab_size must be at least {len(SPECIALS) + 2}, got {cfg.vocab_size}")
     if not 1 <= cfg.min_len <= cfg.max_len:
         raise ValueError(f"need 1 <= min_len <= max_len, got {cfg.min_len}, {cfg.max_len}")
-    gen = torch.Generator().manual_seed(int(seed))
-    w = _generator_weights(cfg, gen)
+    w = _generator_weights(cfg, torch.Generator().manual_seed(int(seed)))
     nw, hdim = cfg.vocab_size - len(SPECIALS), cfg.hidden
     all_z, sentences = [], []
-    for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
+    for block, start in enumerate(range(0, n, BLOCK)):
+        # each block of BLOCK sentences has its own stream: the first n sentences do not depend on n
+        gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + 7 + block)
+        b = BLOCK
         z = torch.randn(b, cfg.latent_dim, generator=gen, dtype=torch.float64)
         h, c = torch.tanh(z @ w["W_h"].t()), z @ w["W_c"].t()
         prev = torch.full((b,), nw, dtype=torch.long)
@@ -110,6 +114,7 @@ def generate_synthetic_text(n: int, seed: int = 0, config: SyntheticTextConfig |
         for row, length in zip(words.tolist(), lengths.tolist()):
             sentences.append([tok + len(SPECIALS) for tok in row[:length]])
     vocab = Vocabulary([*SPECIALS, *(f"w{i}" for i in range(nw))])
+    sentences, all_z = sentences[:n], [torch.cat(all_z)[:n]]
     tokens = pad_sequences(sentences, len(vocab))
     if tokens.shape[1] < cfg.max_len + 2:  # fixed width, whatever the longest sample
         tokens = torch.nn.functional.pad(tokens, (0, cfg.max_len + 2 - tokens.shape[1]))
