@@ -321,3 +321,18 @@ def test_cli_compare_text_and_resume(tmp_path, capsys):
     assert "not valid UTF-8" in capsys.readouterr().err
     assert main(["compare", "--data", "synthetic-text", "--models", "vae", "--out", str(tmp_path / "c")]) == 2
     assert "unknown text model 'vae'" in capsys.readouterr().err
+
+
+def test_text_throughput_benchmark_runs():
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "text_throughput.py"
+    spec = importlib.util.spec_from_file_location("text_throughput", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main(["--batch", "4", "--steps", "1", "--rounds", "1", "--latent-dim", "2", "--embed-dim", "4",
+                    "--hidden", "8", "--icnn-hidden", "4", "--json"])
+    assert out["tokens_per_round"] > 4
+    assert set(out["tokens_per_s"]) >= {"svae", "lidsvae-reference"}
+    assert all(v > 0 for v in out["tokens_per_s"].values())
