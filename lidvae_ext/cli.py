@@ -6,6 +6,7 @@ Examples
 
     lidvae-ext compare                                    # VAE vs LIDVAE on digits (K = 32)
     lidvae-ext compare --data fashion-mnist --latent-dim 64 --train-size 10000 --epochs 20
+    lidvae-ext compare --data synthetic-text --models svae,lidsvae   # sentence VAEs (LSTM decoders)
     lidvae-ext train --model lidvae --epochs 50 --out runs/lid
     lidvae-ext evaluate runs/lid/checkpoint.pt
     torchrun --nproc_per_node=2 -m lidvae_ext.cli train --model vae --out runs/vae
@@ -39,7 +40,8 @@ def _add_data_args(p: argparse.ArgumentParser, default: str | None = "digits") -
     g = p.add_argument_group("data")
     g.add_argument("--data", default=default,
                    help="'digits' (sklearn 8x8, default), 'fashion-mnist' (local Debian package "
-                        "dataset-fashion-mnist) or a .npy/.npz file" + ("" if default else "; default: the checkpoint's"))
+                        "dataset-fashion-mnist) or a .npy/.npz file; compare also takes text: synthetic-text, "
+                        "wordnet or FILE.txt (see `lidvae-ext compare --data synthetic-text --help`)" + ("" if default else "; default: the checkpoint's"))
     g.add_argument("--data-dir", default=None, help="directory with the Fashion-MNIST *-ubyte.gz files")
     g.add_argument("--train-size", type=int, default=None, help="seeded subset of the training split")
     g.add_argument("--test-size", type=int, default=None, help="seeded subset of the held-out split")
@@ -223,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     if raw[:1] == ["bench"]:  # pass everything through, including --help
         ns = argparse.Namespace(command="bench", bench_args=raw[1:])
         return _cmd_bench(ns)
+    if raw[:1] == ["compare"]:  # text data has its own models and options (lidvae_ext.experiment_text)
+        from .experiment_text import main_compare, wants_text
+
+        if wants_text(raw[1:]):
+            return main_compare(raw[1:])
     args = build_parser().parse_args(raw)
     if args.command == "bench":
         return _cmd_bench(args)

@@ -243,6 +243,10 @@ def build_model(config: dict[str, Any], backend: str | None = None) -> LatentVar
     if cfg.pop("custom_encoder", False):
         raise ValueError("cannot rebuild a model that was created with a custom encoder")
     kind = cfg.pop("model")
+    if kind in ("svae", "lidsvae"):  # sentence VAEs (lidvae_ext.models.sequence)
+        from .sequence import build_sequence_model
+
+        return build_sequence_model({"model": kind, **cfg}, backend=backend)
     lik = build_likelihood(cfg.pop("likelihood"))
     if kind == "vae":
         return VAE(likelihood=lik, **cfg)

@@ -1,0 +1,286 @@
+"""``lidvae-ext compare --data synthetic-text|wordnet|FILE.txt``: SVAE vs LIDSVAE on sentences.
+
+Trains every model with the same seed, data, batches and budget (through
+:func:`lidvae_ext.training.train`: progress bar, atomic checkpoints,
+``--resume``), evaluates on the test split, and writes under ``--out``:
+``report.json`` (a dict per model), ``report.md``, ``kl_per_dim.png``,
+``training_curves.png`` and ``samples.txt`` (reconstructions and samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import report
+from .metrics_text import evaluate_text
+from .models.sequence import LIDSVAE, SVAE, SentenceVAE
+from .ops import fused_available
+from .text import TextDataset, is_text_data, load_text_dataset
+from .training import TrainConfig, train
+
+TEXT_STRONG_CONVEXITY = 0.5
+TEXT_BETA = "fixed"  # explicit: the text default does not follow the image models' default β
+
+
+@dataclass
+class TextModelSpec:
+    """``svae``, ``lidsvae``, ``betasvae<w>`` with modifiers ``-alpha<a>``, ``-kl<w>``, ``-learned``, ``-fixed``."""
+
+    name: str
+    model: str
+    kl_weight: float = 1.0
+    strong_convexity: float | None = None
+    beta: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "TextModelSpec":
+        name = text.strip()
+        base, *mods = name.lower().split("-")
+        number = r"(\d+(?:\.\d*)?(?:e[-+]?\d+)?|\.\d+)"
+        if m := re.fullmatch(r"betasvae" + number, base):
+            spec = cls(name, "svae", kl_weight=float(m.group(1)))
+        elif base in ("svae", "lidsvae"):
+            spec = cls(name, base)
+        else:
+            raise ValueError(f"unknown text model {text!r}: expected svae, lidsvae or betasvae<w> "
+                             "with optional -alpha<a>, -kl<w>, -learned, -fixed")
+        for mod in mods:
+            if (m := re.fullmatch(r"alpha" + number, mod)) and spec.model == "lidsvae":
+                spec.strong_convexity = float(m.group(1))
+            elif m := re.fullmatch(r"kl" + number, mod):
+                spec.kl_weight = float(m.group(1))
+            elif mod in ("learned", "fixed") and spec.model == "lidsvae":
+                spec.beta = mod
+            else:
+                raise ValueError(f"bad modifier {mod!r} in model {text!r} (alpha/learned/fixed are LIDSVAE-only)")
+        return spec
+
+
+def parse_text_models(text: str) -> list[TextModelSpec]:
+    specs = [TextModelSpec.parse(t) for t in text.split(",") if t.strip()]
+    names = [s.name for s in specs]
+    if not specs or len(set(names)) != len(names):
+        raise ValueError(f"--models needs distinct, non-empty names, got {text!r}")
+    return specs
+
+
+@dataclass
+class TextModelOptions:
+    """Architecture shared by the models of a run (defaults sized for a 2-core CPU)."""
+
+    latent_dim: int = 32
+    embed_dim: int = 64
+    hidden: int = 128
+    dropout: float = 0.2
+    icnn_hidden: int = 64
+    icnn_layers: int = 2
+    strong_convexity: float = TEXT_STRONG_CONVEXITY
+    beta: str = TEXT_BETA
+    backend: str = "auto"
+
+
+@dataclass
+class TextDataOptions:
+    name: str = "synthetic-text"
+    data_dir: str | None = None
+    train_size: int | None = None
+    val_size: int | None = None
+    test_size: int | None = None
+    seed: int = 0
+    vocab_size: int | None = None
+    min_count: int = 1
+    max_len: int = 20
+    glosses: bool = False
+
+    def load(self) -> TextDataset:
+        return load_text_dataset(self.name, self.data_dir, self.train_size, self.val_size, self.test_size, self.seed,
+                                 self.vocab_size, self.min_count, self.max_len, self.glosses)
+
+
+def build_text_model(spec: TextModelSpec, vocab_size: int, opts: TextModelOptions) -> SentenceVAE:
+    common = dict(vocab_size=vocab_size, latent_dim=opts.latent_dim, embed_dim=opts.embed_dim, hidden=opts.hidden,
+                  dropout=opts.dropout, kl_weight=spec.kl_weight)
+    if spec.model == "svae":
+        return SVAE(**common)
+    alpha = opts.strong_convexity if spec.strong_convexity is None else spec.strong_convexity
+    return LIDSVAE(icnn_hidden=opts.icnn_hidden, icnn_layers=opts.icnn_layers, strong_convexity=alpha,
+                   beta=spec.beta or opts.beta, backend=opts.backend, **common)
+
+
+def _text(vocab, rows: torch.Tensor) -> list[str]:
+    return [" ".join(vocab.decode(r)) for r in rows]
+
+
+def run_text_compare(specs: list[TextModelSpec], data: TextDataOptions, model_opts: TextModelOptions,
+                     train_cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, figures: bool = True,
+                     iwae_samples: int = 100, au_threshold: float = 0.01, eval_batch_size: int = 64,
+                     n_show: int = 5) -> dict[str, dict[str, Any]]:
+    """Train and evaluate every spec; write the report files; return ``{model: metrics}``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    ds = data.load()
+    print(f"compare {', '.join(s.name for s in specs)} on {ds.summary()}; K={model_opts.latent_dim}, "
+          f"{train_cfg.epochs} epochs, {torch.get_num_threads()} threads", file=sys.stderr, flush=True)
+    results: dict[str, dict[str, Any]] = {}
+    histories, texts = {}, []
+    show = ds.test[:n_show]
+    for spec in specs:
+        torch.manual_seed(train_cfg.seed)  # the same encoder/embedding initialization for every model
+        model = build_text_model(spec, len(ds.vocab), model_opts)
+        cfg = TrainConfig(**{**asdict(train_cfg), "desc": spec.name})
+        extra = {"data": asdict(data), "spec": spec.name, "model_options": asdict(model_opts),
+                 "vocab": ds.vocab.to_dict()}
+        res = train(model, ds.train, cfg, out / spec.name, val_x=ds.val, resume=resume, extra_state=extra)
+        m = evaluate_text(model, ds.test, au_threshold=au_threshold, iwae_samples=iwae_samples,
+                          batch_size=eval_batch_size, seed=data.seed, latents=ds.test_latents,
+                          fit_x=ds.train if ds.train_latents is not None else None, fit_latents=ds.train_latents)
+        m.update(seconds=res.seconds, epochs=res.epochs, model=spec.name, data=ds.name,
+                 train_size=int(ds.train.shape[0]), kl_weight=spec.kl_weight,
+                 strong_convexity=model.config.get("strong_convexity"), beta=model.config.get("beta"))
+        results[spec.name], histories[spec.name] = m, res.history
+        report.write_json(out / spec.name / "metrics.json", m)
+        print(f"[{spec.name}] AU {m['active_units']}/{m['latent_dim']}, KL {m['kl']:.2f}, MI {m['mutual_info']:.2f}, "
+              f"IWAE NLL {m['iwae_nll']:.2f}, PPL {m['ppl']:.1f}"
+              + (f", latent R² {m['latent_r2']:.3f}" if "latent_r2" in m else "")
+              + f" (train {m['seconds']:.1f}s, eval {m['eval_seconds']:.1f}s)", file=sys.stderr, flush=True)
+        gen = torch.Generator().manual_seed(data.seed)
+        recon = model.reconstruct(show, max_len=data.max_len)
+        samples = model.sample(n_show, generator=gen, max_len=data.max_len)
+        greedy = model.sample(n_show, generator=torch.Generator().manual_seed(data.seed), max_len=data.max_len,
+                              greedy=True)
+        texts += [f"## {spec.name}", "", "reconstructions (greedy from E_q[z|x]):"]
+        texts += [f"  x: {a}\n  →  {b}" for a, b in zip(_text(ds.vocab, show), _text(ds.vocab, recon))]
+        texts += ["samples z ~ N(0, I), sampled tokens:", *(f"  {s}" for s in _text(ds.vocab, samples)),
+                  "samples z ~ N(0, I), greedy tokens:", *(f"  {s}" for s in _text(ds.vocab, greedy)), ""]
+    (out / "samples.txt").write_text("\n".join(texts) + "\n")
+    if figures:
+        report.plot_kl_per_dim(results, out / "kl_per_dim.png")
+        report.plot_training_curves(histories, out / "training_curves.png")
+    meta = {"data": ds.name, "sizes": [int(ds.train.shape[0]), int(ds.val.shape[0]), int(ds.test.shape[0])],
+            "vocab_size": len(ds.vocab), "models": [s.name for s in specs], "model_options": asdict(model_opts),
+            "train": asdict(train_cfg), "iwae_samples": iwae_samples, "au_threshold": au_threshold,
+            "threads": torch.get_num_threads(), "fused_kernels": fused_available("cpu"), "torch": torch.__version__,
+            "total_seconds": round(time.perf_counter() - t0, 1),
+            "total_cpu_seconds": round(time.process_time() - cpu0, 1)}
+    report.write_json(out / "report.json", results)
+    table = markdown_table_text(results)
+    (out / "report.md").write_text("\n".join([
+        f"# Sentence VAEs: {', '.join(results)} on {ds.name}", "", table, "",
+        f"Test split of {ds.test.shape[0]} sentences; IWAE with k = {iwae_samples}; perplexity exp(Σ NLL / Σ tokens) "
+        "with </s> counted; AU threshold " + f"{au_threshold}; latent R²: linear regression from posterior means "
+        "(fitted on the training split) to the generating latents.", "",
+        "Settings:", "", "```", json.dumps(meta, indent=2, default=str), "```", "",
+        "Reconstructions and samples: samples.txt", ""]))
+    print(table, flush=True)
+    print(f"wrote {out / 'report.json'}, {out / 'report.md'}, samples.txt and figures in {meta['total_seconds']}s total "
+          f"({meta['total_cpu_seconds']}s CPU time)",
+          file=sys.stderr, flush=True)
+    return results
+
+
+def markdown_table_text(results: dict[str, dict[str, Any]]) -> str:
+    """One row per model: AU, KL, MI, −ELBO, IWAE NLL, PPL, latent R², train seconds."""
+    r2 = any("latent_r2" in m for m in results.values())
+    head = "| model | active units | KL | MI | −ELBO | IWAE NLL | PPL |" + (" latent R² |" if r2 else "") + " train (s) |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, m in results.items():
+        row = (f"| {name} | {m['active_units']}/{m['latent_dim']} | {m['kl']:.2f} | {m['mutual_info']:.2f} "
+               f"| {m['neg_elbo']:.2f} | {m['iwae_nll']:.2f} | {m['ppl']:.1f} |")
+        if r2:
+            row += f" {m['latent_r2']:.3f} |" if "latent_r2" in m else " – |"
+        lines.append(row + f" {m['seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def wants_text(argv: list[str]) -> bool:
+    """Whether ``--data`` in a ``compare`` argument list names text data."""
+    for i, a in enumerate(argv):
+        if a == "--data" and i + 1 < len(argv):
+            return is_text_data(argv[i + 1])
+        if a.startswith("--data="):
+            return is_text_data(a.split("=", 1)[1])
+    return False
+
+
+def build_text_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lidvae-ext compare", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                description="SVAE vs LIDSVAE on sentences (text data: synthetic-text, wordnet, FILE.txt)")
+    p.add_argument("--data", required=True, help="synthetic-text, wordnet (Debian wordnet-base) or a .txt file "
+                                                 "with one sentence per line")
+    p.add_argument("--models", default="svae,lidsvae", help="e.g. svae,lidsvae,betasvae0.2,lidsvae-alpha0")
+    p.add_argument("--out", default="runs/text", help="output directory")
+    p.add_argument("--no-figures", action="store_true")
+    g = p.add_argument_group("data")
+    g.add_argument("--data-dir", default=None, help="WordNet database directory (default: Debian's)")
+    for split in ("train", "val", "test"):
+        g.add_argument(f"--{split}-size", type=int, default=None)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--vocab-size", type=int, default=None,
+                   help="vocabulary incl. 4 specials (synthetic 1000, wordnet 2000, file: all)")
+    g.add_argument("--min-count", type=int, default=1)
+    g.add_argument("--max-len", type=int, default=20, help="longest sentence (tokens); longer ones are dropped")
+    g.add_argument("--glosses", action="store_true", help="wordnet: also the definitions")
+    d = TextModelOptions()
+    g = p.add_argument_group("model")
+    g.add_argument("--latent-dim", type=int, default=d.latent_dim)
+    g.add_argument("--embed-dim", type=int, default=d.embed_dim)
+    g.add_argument("--hidden", type=int, default=d.hidden, help="LSTM width (encoder and decoder)")
+    g.add_argument("--dropout", type=float, default=d.dropout, help="dropout on the decoder LSTM output")
+    g.add_argument("--icnn-hidden", type=int, default=d.icnn_hidden)
+    g.add_argument("--icnn-layers", type=int, default=d.icnn_layers)
+    g.add_argument("--strong-convexity", type=float, default=d.strong_convexity, help="LIDSVAE α")
+    g.add_argument("--beta", choices=("fixed", "learned"), default=d.beta, help="LIDSVAE β ([I;0] or learned)")
+    g.add_argument("--backend", choices=("auto", "fused", "reference"), default=d.backend)
+    t = TrainConfig()
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=8)
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--grad-clip", type=float, default=5.0, help="gradient-norm clipping (0: off)")
+    g.add_argument("--threads", type=int, default=None)
+    g.add_argument("--checkpoint-every", type=int, default=t.checkpoint_every)
+    g.add_argument("--resume", action="store_true")
+    g.add_argument("--no-progress", action="store_true")
+    g = p.add_argument_group("metrics")
+    g.add_argument("--iwae-samples", type=int, default=100)
+    g.add_argument("--au-threshold", type=float, default=0.01)
+    g.add_argument("--eval-batch-size", type=int, default=64)
+    return p
+
+
+def main_compare(argv: list[str]) -> int:
+    """Entry point for ``lidvae-ext compare`` with text ``--data``; returns the exit status."""
+    args = build_text_parser().parse_args(argv)
+    from .training import default_num_threads
+
+    torch.set_num_threads(args.threads or default_num_threads())
+    try:
+        specs = parse_text_models(args.models)
+        data = TextDataOptions(args.data, args.data_dir, args.train_size, args.val_size, args.test_size, args.seed,
+                               args.vocab_size, args.min_count, args.max_len, args.glosses)
+        opts = TextModelOptions(args.latent_dim, args.embed_dim, args.hidden, args.dropout, args.icnn_hidden,
+                                args.icnn_layers, args.strong_convexity, args.beta, args.backend)
+        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                          au_threshold=args.au_threshold, checkpoint_every=args.checkpoint_every,
+                          grad_clip=args.grad_clip or None, progress=not args.no_progress)
+        run_text_compare(specs, data, opts, cfg, args.out, resume=args.resume, figures=not args.no_figures,
+                         iwae_samples=args.iwae_samples, au_threshold=args.au_threshold,
+                         eval_batch_size=args.eval_batch_size)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the last complete checkpoint is intact under {args.out} (continue with --resume)",
+              file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"lidvae-ext compare: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

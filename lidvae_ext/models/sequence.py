@@ -1,0 +1,331 @@
+"""Sentence VAEs: the LSTM baseline (SVAE) and the latent-identifiable LIDSVAE.
+
+Both encode a sentence with embedding → 1-layer LSTM → last hidden state →
+(μ, log σ²) and decode it autoregressively with a 1-layer LSTM; they differ in
+how z reaches the token distribution:
+
+* :class:`SVAE` (Bowman et al. 2016; He et al. 2019): z is concatenated to
+  every input embedding and sets (h_0, c_0) = (tanh(W_h z), W_c z); logits are
+  a linear map of the LSTM output.
+* :class:`LIDSVAE` (Wang, Blei & Cunningham 2021): the LSTM reads embeddings
+  only (zero initial state); its output o_t, after dropout, is joined with z,
+  u_t = [o_t; z], and the logits are ``LIDDecoder(H + K, |V|)(u_t)`` =
+  ∇ψ₂(β∇ψ₁(u_t)), an injective map of u_t (hence of z for fixed o_t), applied
+  to all valid tokens of a batch in one operator call.
+
+Sentences are padded id tensors ``<s> w… </s> <pad>…`` (:mod:`lidvae_ext.text`).
+The reconstruction term is the token cross-entropy summed over ``w_1 … </s>``
+(``<s>`` is never predicted); padded positions are never decoded, so they
+contribute nothing to the loss or the gradients. Softmax is invariant to
+adding one constant to all logits, so the Brenier map is identifiable only up
+to that shift as a *categorical* model (the latent stays identifiable).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..nn import LIDDecoder
+from ..text.vocab import BOS_ID, EOS_ID, PAD_ID
+from .vae import gaussian_kl_per_dim
+
+SEQUENCE_MODELS = ("svae", "lidsvae")
+
+
+class TokenTargets:
+    """The categorical 'likelihood' hooks :func:`lidvae_ext.training.train` expects (no-ops for tokens)."""
+
+    def prepare(self, x: Tensor) -> Tensor:
+        return x
+
+    def fixed_targets(self, x: Tensor, seed: int = 0) -> Tensor:
+        return x
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": "categorical"}
+
+
+def trim_padding(x: Tensor) -> Tensor:
+    """Drop the all-padding columns at the right of a (B, T) id batch."""
+    if x.dim() != 2 or x.dtype != torch.long:
+        raise ValueError(f"token batch must be a (B, T) int64 tensor, got {tuple(x.shape)} {x.dtype}")
+    width = int((x != PAD_ID).sum(1).max()) if x.numel() else 0
+    if width < 3:
+        raise ValueError(f"token batch needs rows '<s> w… </s>' of at least 3 ids, longest row has {width}")
+    return x[:, :width]
+
+
+class SentenceVAE(nn.Module):
+    """Shared encoder, objective, metrics hooks and decoding of :class:`SVAE` and :class:`LIDSVAE`.
+
+    Parameters
+    ----------
+    vocab_size : int
+        |V| including the specials.
+    latent_dim : int
+        K.
+    embed_dim, hidden : int
+        Word-embedding size and LSTM width (encoder and decoder).
+    dropout : float
+        Dropout on the decoder LSTM output o_t.
+    kl_weight : float
+        β of ``rec + β·KL`` in the training loss (metrics use 1).
+    """
+
+    kind = "base"
+
+    def __init__(self, vocab_size: int, latent_dim: int, embed_dim: int = 64, hidden: int = 128,
+                 dropout: float = 0.2, kl_weight: float = 1.0) -> None:
+        super().__init__()
+        for name, v in (("vocab_size", vocab_size), ("latent_dim", latent_dim), ("embed_dim", embed_dim),
+                        ("hidden", hidden)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if vocab_size < 5:
+            raise ValueError(f"vocab_size must be at least 5 (4 specials and a word), got {vocab_size}")
+        if not 0.0 <= dropout < 1.0 or kl_weight < 0:
+            raise ValueError(f"need 0 <= dropout < 1 and kl_weight >= 0, got {dropout}, {kl_weight}")
+        self.vocab_size, self.latent_dim, self.embed_dim, self.hidden = vocab_size, latent_dim, embed_dim, hidden
+        self.kl_weight = float(kl_weight)
+        self.likelihood = TokenTargets()
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD_ID)
+        self.encoder_rnn = nn.LSTM(embed_dim, hidden, batch_first=True)
+        self.to_posterior = nn.Linear(hidden, 2 * latent_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.config: dict[str, Any] = {"model": self.kind, "vocab_size": vocab_size, "latent_dim": latent_dim,
+                                       "embed_dim": embed_dim, "hidden": hidden, "dropout": dropout,
+                                       "kl_weight": kl_weight}
+
+    # -- decoder pieces (subclasses) ---------------------------------------------------------
+    def _decoder_input(self, emb: Tensor, z: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _initial_state(self, z: Tensor) -> tuple[Tensor, Tensor] | None:
+        raise NotImplementedError
+
+    def _logits(self, o: Tensor, z: Tensor) -> Tensor:
+        """(M, |V|) logits from decoder outputs o (M, H) and latents z (M, K)."""
+        raise NotImplementedError
+
+    decoder_rnn: nn.LSTM
+
+    # -- encoder ------------------------------------------------------------------------------
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(mean, logvar)`` (B, K) of q(z|x) from the encoder's state after ``</s>``."""
+        x = trim_padding(x)
+        words = x[:, 1:]  # w_1 … w_n </s> <pad>…
+        out, _ = self.encoder_rnn(self.embedding(words))
+        last = (words != PAD_ID).sum(1) - 1  # index of </s>; the LSTM is causal, padding never reaches it
+        h = out[torch.arange(x.shape[0], device=x.device), last]
+        mean, logvar = self.to_posterior(h).chunk(2, dim=-1)
+        return mean, logvar
+
+    # -- likelihood -----------------------------------------------------------------------------
+    def token_log_probs(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """log p(w_t | w_<t, z) of every predicted token, and the mask of real tokens.
+
+        Parameters
+        ----------
+        x : Tensor
+            (B, T) padded ids.
+        z : Tensor
+            (B, K) latents.
+
+        Returns
+        -------
+        logp : Tensor
+            (B, T-1) log-probabilities of ``x[:, 1:]``, 0 at padded positions.
+        mask : Tensor
+            (B, T-1) bool, True for w_1 … ``</s>``.
+        """
+        x = trim_padding(x)
+        if z.shape != (x.shape[0], self.latent_dim):
+            raise ValueError(f"z must have shape ({x.shape[0]}, {self.latent_dim}), got {tuple(z.shape)}")
+        inp, tgt = x[:, :-1], x[:, 1:]
+        mask = tgt != PAD_ID
+        steps = inp.shape[1]
+        rnn_in = self._decoder_input(self.embedding(inp), z.unsqueeze(1).expand(-1, steps, -1))
+        o, _ = self.decoder_rnn(rnn_in, self._initial_state(z))
+        rows = mask.nonzero(as_tuple=True)
+        logits = self._logits(self.dropout(o[rows]), z[rows[0]])  # only real tokens, one call
+        tok_logp = logits.log_softmax(-1).gather(1, tgt[rows].unsqueeze(1)).squeeze(1)
+        logp = torch.zeros(mask.shape, dtype=tok_logp.dtype, device=x.device)
+        logp = logp.index_put(rows, tok_logp)
+        return logp, mask
+
+    def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
+        """log p(x|z) per sentence; ``z`` is (B, K) or (S, B, K) → (B,) or (S, B)."""
+        x = trim_padding(x)
+        if z.dim() == 2:
+            return self.token_log_probs(x, z)[0].sum(1)
+        s, b = z.shape[0], z.shape[1]
+        rep = x.unsqueeze(0).expand(s, -1, -1).reshape(s * b, -1)
+        return self.token_log_probs(rep, z.reshape(s * b, -1))[0].sum(1).reshape(s, b)
+
+    # -- objective --------------------------------------------------------------------------------
+    def loss_terms(self, x: Tensor, eps: Tensor | None = None) -> dict[str, Tensor]:
+        """Per-sentence ``rec`` = −log p(x|z) (one reparameterized z), ``kl``, ``kl_per_dim``, ``loss``."""
+        mean, logvar = self.encode(x)
+        if eps is None:
+            eps = torch.randn_like(mean)
+        z = mean + torch.exp(0.5 * logvar) * eps
+        rec = -self.log_likelihood(x, z)
+        kl_per_dim = gaussian_kl_per_dim(mean, logvar)
+        kl = kl_per_dim.sum(-1)
+        return {"rec": rec, "kl": kl, "kl_per_dim": kl_per_dim, "loss": rec + self.kl_weight * kl,
+                "mean": mean, "logvar": logvar}
+
+    def forward(self, x: Tensor, eps: Tensor | None = None, normalizer: float | None = None) -> dict[str, Tensor]:
+        """Scalar loss ``Σ_batch (rec + β·KL) / normalizer`` (default: the batch size) and detached means."""
+        terms = self.loss_terms(x, eps)
+        norm = float(x.shape[0] if normalizer is None else normalizer)
+        with torch.no_grad():
+            rec, kl = terms["rec"].mean(), terms["kl"].mean()
+        return {"loss": terms["loss"].sum() / norm, "rec": rec, "kl": kl, "neg_elbo": rec + kl,
+                "mean": terms["mean"].detach()}
+
+    # -- decoding ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, z: Tensor, max_len: int = 20, greedy: bool = True, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """Decode sentences from latents z (B, K), greedily or by sampling.
+
+        Returns (B, ≤ max_len + 2) ids ``<s> w… </s> <pad>…``; a sentence that
+        reaches ``max_len`` words is closed with ``</s>``. ``</s>`` is never
+        emitted as the first word (so every row holds at least one word).
+        """
+        if z.dim() != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"z must have shape (B, {self.latent_dim}), got {tuple(z.shape)}")
+        if max_len < 1 or temperature <= 0:
+            raise ValueError(f"need max_len >= 1 and temperature > 0, got {max_len}, {temperature}")
+        was = self.training
+        self.eval()
+        try:
+            b, dev = z.shape[0], z.device
+            out = torch.full((b, max_len + 2), PAD_ID, dtype=torch.long, device=dev)
+            out[:, 0] = BOS_ID
+            prev, state = out[:, 0], self._initial_state(z)
+            done = torch.zeros(b, dtype=torch.bool, device=dev)
+            for t in range(max_len):
+                o, state = self.decoder_rnn(self._decoder_input(self.embedding(prev).unsqueeze(1), z.unsqueeze(1)),
+                                            state)
+                logits = self._logits(o[:, 0], z).float()
+                logits[:, [PAD_ID, BOS_ID]] = float("-inf")
+                if t == 0:
+                    logits[:, EOS_ID] = float("-inf")
+                if greedy:
+                    tok = logits.argmax(1)
+                else:
+                    probs = torch.softmax(logits / temperature, 1)
+                    tok = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(dev)
+                tok = torch.where(done, torch.full_like(tok, PAD_ID), tok)
+                out[:, t + 1] = tok
+                done |= tok == EOS_ID
+                prev = tok
+                if bool(done.all()):
+                    break
+            out[~done, max_len + 1] = EOS_ID
+            return trim_padding(out)
+        finally:
+            self.train(was)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, max_len: int = 20) -> Tensor:
+        """Greedy decoding from the posterior mean E_q[z|x]."""
+        was = self.training
+        self.eval()
+        try:
+            mean, _ = self.encode(x)
+        finally:
+            self.train(was)
+        return self.generate(mean, max_len=max_len, greedy=True)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, max_len: int = 20,
+               greedy: bool = False) -> Tensor:
+        """Sentences decoded from n prior draws z ~ N(0, I)."""
+        p = next(self.parameters())
+        z = torch.randn(n, self.latent_dim, generator=generator, dtype=p.dtype).to(p.device)
+        return self.generate(z, max_len=max_len, greedy=greedy, generator=generator)
+
+
+class SVAE(SentenceVAE):
+    """The standard LSTM sentence VAE: z joins every input and sets the initial state."""
+
+    kind = "svae"
+
+    def __init__(self, vocab_size: int, latent_dim: int, embed_dim: int = 64, hidden: int = 128,
+                 dropout: float = 0.2, kl_weight: float = 1.0) -> None:
+        super().__init__(vocab_size, latent_dim, embed_dim, hidden, dropout, kl_weight)
+        self.decoder_rnn = nn.LSTM(embed_dim + latent_dim, hidden, batch_first=True)
+        self.init_state = nn.Linear(latent_dim, 2 * hidden)
+        self.output = nn.Linear(hidden, vocab_size)
+
+    def _decoder_input(self, emb: Tensor, z: Tensor) -> Tensor:
+        return torch.cat([emb, z], -1)
+
+    def _initial_state(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        h, c = self.init_state(z).chunk(2, dim=-1)
+        return torch.tanh(h).unsqueeze(0).contiguous(), c.unsqueeze(0).contiguous()
+
+    def _logits(self, o: Tensor, z: Tensor) -> Tensor:
+        return self.output(o)
+
+
+class LIDSVAE(SentenceVAE):
+    """Sentence VAE whose token logits are the Brenier-map decoder of u_t = [o_t; z].
+
+    Parameters
+    ----------
+    vocab_size, latent_dim, embed_dim, hidden, dropout, kl_weight
+        As for :class:`SentenceVAE`.
+    icnn_hidden, icnn_layers : int
+        Width and depth of both ICNNs of ``LIDDecoder(hidden + K, |V|)``.
+    strong_convexity : float
+        α of both ICNNs.
+    beta : {"fixed", "learned"}
+        β = [I; 0] (default: the zero-padded path, cheap for |V|-wide maps) or learned.
+    backend : {"auto", "fused", "reference"}
+        Brenier-map kernels.
+    """
+
+    kind = "lidsvae"
+
+    def __init__(self, vocab_size: int, latent_dim: int, embed_dim: int = 64, hidden: int = 128,
+                 dropout: float = 0.2, kl_weight: float = 1.0, icnn_hidden: int = 64, icnn_layers: int = 2,
+                 strong_convexity: float = 0.5, beta: str = "fixed", backend: str = "auto") -> None:
+        super().__init__(vocab_size, latent_dim, embed_dim, hidden, dropout, kl_weight)
+        if vocab_size < hidden + latent_dim:
+            raise ValueError(f"LIDSVAE needs vocab_size >= hidden + latent_dim for an injective token map, "
+                             f"got vocab_size={vocab_size}, hidden={hidden}, latent_dim={latent_dim}")
+        self.decoder_rnn = nn.LSTM(embed_dim, hidden, batch_first=True)
+        self.token_decoder = LIDDecoder(hidden + latent_dim, vocab_size, hidden=icnn_hidden, num_layers=icnn_layers,
+                                        strong_convexity=strong_convexity, backend=backend, beta=beta)
+        self.config.update(icnn_hidden=icnn_hidden, icnn_layers=icnn_layers, strong_convexity=strong_convexity,
+                           beta=beta, backend=backend)
+
+    def _decoder_input(self, emb: Tensor, z: Tensor) -> Tensor:
+        return emb
+
+    def _initial_state(self, z: Tensor) -> None:
+        return None
+
+    def _logits(self, o: Tensor, z: Tensor) -> Tensor:
+        return self.token_decoder(torch.cat([o, z], -1))
+
+
+def build_sequence_model(config: dict[str, Any], backend: str | None = None) -> SentenceVAE:
+    """Rebuild an :class:`SVAE` or :class:`LIDSVAE` from ``model.config``."""
+    cfg = dict(config)
+    kind = cfg.pop("model", None)
+    if kind == "svae":
+        return SVAE(**cfg)
+    if kind == "lidsvae":
+        if backend is not None:
+            cfg["backend"] = backend
+        return LIDSVAE(**cfg)
+    raise ValueError(f"unknown sequence model kind {kind!r}; expected one of {SEQUENCE_MODELS}")
