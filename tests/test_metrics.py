@@ -59,6 +59,15 @@ class LinearGaussian:
         cov = self.W @ self.W.t() + self.sigma ** 2 * torch.eye(self.d, dtype=torch.float64)
         return torch.distributions.MultivariateNormal(self.b, cov).log_prob(x)
 
+    def exact_neg_elbo(self, model, x):
+        """Closed-form −ELBO(x) (N,) of ``model``'s Gaussian q = N(m, diag v): with orthogonal
+        columns of W, E_q‖x − Wz − b‖² = ‖x − Wm − b‖² + Σ_j v_j s_j²."""
+        m, logvar = model.encode(x)
+        v = logvar.exp()
+        sq = (x - m @ self.W.t() - self.b).square().sum(1) + (v * self.s.square()).sum(1)
+        rec = 0.5 * sq / self.sigma ** 2 + 0.5 * self.d * math.log(2 * math.pi * self.sigma ** 2)
+        return rec + 0.5 * (m.square() + v - 1 - logvar).sum(1)
+
     def model(self, mean_scale=1.0, var_scale=1.0):
         lg = self
 
@@ -109,11 +118,7 @@ def test_iwae_converges_to_exact_nll_as_k_grows(seed):
     model = lg.model(mean_scale=mean_scale, var_scale=var_scale)
     exact_nll = -lg.exact_log_px(x)  # (N,)
     # closed-form −ELBO(x) for q = N(m, diag v): E_q‖x − Wz − b‖² = ‖x − Wm − b‖² + Σ_j v_j s_j²
-    m, logvar = model.encode(x)
-    v = logvar.exp()
-    sq = (x - m @ lg.W.t() - lg.b).square().sum(1) + (v * lg.s.square()).sum(1)
-    rec = 0.5 * sq / lg.sigma ** 2 + 0.5 * lg.d * math.log(2 * math.pi * lg.sigma ** 2)
-    exact_nelbo = rec + 0.5 * (m.square() + v - 1 - logvar).sum(1)
+    exact_nelbo = lg.exact_neg_elbo(model, x)
     assert float((exact_nelbo - exact_nll).mean()) > 0.3  # the ELBO is loose for this proposal
 
     gen = torch.Generator().manual_seed(seed + 1)
@@ -204,16 +209,23 @@ def test_log_aggregate_posterior_matches_brute_force():
     torch.testing.assert_close(got, brute, rtol=1e-10, atol=1e-10)
 
 
-def test_evaluate_keys_and_reproducibility():
+def test_evaluate_keys_and_reproducibility(seed):
     lg = LinearGaussian()
-    x = lg.data(40)
+    x = lg.data(200, seed=seed)
     model = lg.model(mean_scale=0.8)
-    a = metrics.evaluate(model, x, iwae_samples=20, seed=5)
-    b = metrics.evaluate(model, x, iwae_samples=20, seed=5)
+    a = metrics.evaluate(model, x, iwae_samples=20, seed=seed)
+    b = metrics.evaluate(model, x, iwae_samples=20, seed=seed)
     for key in ("active_units", "latent_dim", "kl", "kl_per_dim", "mutual_info", "neg_elbo", "iwae_nll"):
         assert key in a
         assert a[key] == b[key]
     assert a["latent_dim"] == 3 and len(a["kl_per_dim"]) == 3
-    assert 0.0 <= a["mutual_info"] <= math.log(40) + 1e-9
-    assert a["iwae_nll"] <= a["neg_elbo"] + 0.5
+    assert 0.0 <= a["mutual_info"] <= math.log(200) + 1e-9
+    # Against the exact values: −log p(x) ≤ E[IWAE-20] and IWAE-20 closes most of the ELBO gap
+    # (measured over 30 seeds: IWAE-20 − NLL = 0.047 ± 0.025, gap −ELBO − NLL = 0.42 ± 0.02,
+    # the one-sample −ELBO estimate ± 0.14); the bounds are 5 standard deviations out.
+    exact_nll, exact_nelbo = float(-lg.exact_log_px(x).mean()), float(lg.exact_neg_elbo(model, x).mean())
+    gap = exact_nelbo - exact_nll
+    assert gap > 0.3  # the proposal is off: a real gap
+    assert exact_nll - 0.08 < a["iwae_nll"] < exact_nll + 0.5 * gap, (a, exact_nll, gap)
+    assert a["neg_elbo"] == pytest.approx(exact_nelbo, abs=0.7), a
     assert model.training  # mode restored
