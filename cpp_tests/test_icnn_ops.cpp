@@ -9,9 +9,19 @@
 // lidvae_ext/reference.py (weight layout: A (L*H+1, d), b (L*H+1),
 // W (L-1, H, H), w_out (H)).
 //
+// Cases cover both CPU code paths (row-wise products for d <= 8, GEMMs for
+// d > 8) and a zero-padded input: y with k < d columns stands for [y, 0]
+// (what LIDDecoder passes), the oracle runs on the explicitly padded y and its
+// dLoss/dy is cut to the first k columns.
+//
+// Every uninitialized allocation is poisoned: ATen's deterministic mode fills
+// at::empty / empty_like with NaN, so an output element (or workspace entry)
+// that a kernel forgets to write shows up as "non-finite values".
+//
 // No test framework: one line per case, a final "N passed, M failed" line,
 // exit status non-zero when anything failed.
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/Exception.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -145,12 +155,16 @@ struct Case {
   double tol = 1e-10;
   bool with_grad_psi = true;
   bool need_input_grad = true;
+  int64_t in_dim = -1;  // columns of y; -1: all d (k < d: y stands for [y, 0])
 };
+
+int64_t columns(const Case& c) { return c.in_dim < 0 ? c.dim : c.in_dim; }
 
 std::string describe(const Case& c) {
   std::ostringstream os;
-  os << c.activation << " L=" << c.layers << " B=" << c.batch << " d=" << c.dim << " H=" << c.hidden
-     << " alpha=" << c.alpha << " slope=" << c.slope << " " << c.dtype
+  os << c.activation << " L=" << c.layers << " B=" << c.batch << " d=" << c.dim;
+  if (columns(c) != c.dim) os << " k=" << columns(c);
+  os << " H=" << c.hidden << " alpha=" << c.alpha << " slope=" << c.slope << " " << c.dtype
      << (c.with_grad_psi ? "" : " grad_psi=None") << (c.need_input_grad ? "" : " no_input_grad");
   return os.str();
 }
@@ -163,7 +177,8 @@ std::string run_case(const Case& c, uint64_t seed, double* worst) {
   const int64_t M = c.layers * c.hidden + 1;
   const double in_scale = 1.0 / std::sqrt(static_cast<double>(c.dim));
   const double hid_scale = 1.0 / static_cast<double>(c.hidden);
-  const Tensor y = at::randn({c.batch, c.dim}, f64);
+  const int64_t k = columns(c);
+  const Tensor y = at::randn({c.batch, k}, f64);
   const Tensor A = at::randn({M, c.dim}, f64) * in_scale;
   const Tensor b = at::randn({M}, f64) * 0.5;
   const Tensor W = at::rand({c.layers - 1, c.hidden, c.hidden}, f64) * (2.0 * hid_scale);
@@ -174,8 +189,11 @@ std::string run_case(const Case& c, uint64_t seed, double* worst) {
   // Oracle in float64 on the (rounded, for float32 cases) inputs the op sees.
   auto cast = [&](const Tensor& t) { return t.to(c.dtype); };
   auto back = [&](const Tensor& t) { return cast(t).to(at::kDouble); };
-  const Reference ref = reference(back(y), back(A), back(b), back(W), back(w_out), c.alpha,
-                                  c.activation, c.slope, back(u), back(v));
+  // The oracle sees the explicitly padded [y, 0]; its dLoss/dy is cut back to k columns.
+  const Tensor y_full = k < c.dim ? at::constant_pad_nd(back(y), {0, c.dim - k}) : back(y);
+  Reference ref = reference(y_full, back(A), back(b), back(W), back(w_out), c.alpha,
+                            c.activation, c.slope, back(u), back(v));
+  ref.grad_y = ref.grad_y.narrow(1, 0, k).contiguous();
 
   const auto [psi, grad, pre, upstream] =
       forward_op().call(cast(y), cast(A), cast(b), cast(W), cast(w_out), c.alpha, c.activation,
@@ -328,9 +346,17 @@ int main() {
     return 1;
   }
 
+  // Poison every uninitialized allocation with NaN (see the header comment).
+  at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/true);
+  at::globalContext().setDeterministicFillUninitializedMemory(true);
+  if (!at::empty({4}, at::TensorOptions().dtype(at::kDouble)).isnan().all().item<bool>()) {
+    report("poisoned allocations", " at::empty is not NaN-filled in deterministic mode");
+  }
+
   std::vector<Case> cases;
+  // (B, d, H): d <= 8 takes the row-wise path, d > 8 (9, 12, 40) the GEMM path.
   const std::vector<std::tuple<int64_t, int64_t, int64_t>> shapes{
-      {7, 3, 5}, {33, 1, 4}, {16, 6, 17}, {0, 4, 3}};  // (B, d, H)
+      {7, 3, 5}, {33, 1, 4}, {16, 6, 17}, {0, 4, 3}, {13, 9, 6}, {5, 40, 8}, {0, 12, 3}};
   for (const std::string act : {"leaky_relu", "softplus"}) {
     for (int64_t layers : {1, 2, 3}) {
       for (double alpha : {0.0, 0.3}) {
@@ -355,10 +381,38 @@ int main() {
     cases.push_back(n);
   }
   for (const std::string act : {"leaky_relu", "softplus"}) {
-    Case c{act, 3, 32, 5, 16, 0.3};
-    c.dtype = at::kFloat;
-    c.tol = 1e-4;
-    cases.push_back(c);
+    for (int64_t d : {5, 20}) {
+      Case c{act, 3, 32, d, 16, 0.3};
+      c.dtype = at::kFloat;
+      c.tol = 1e-4;
+      cases.push_back(c);
+    }
+  }
+  // Zero-padded y (k < d columns) on both paths, every depth, with and without grad_psi,
+  // and without the input gradient.
+  for (const std::string act : {"leaky_relu", "softplus"}) {
+    for (int64_t layers : {1, 2, 3}) {
+      for (const auto& [d, k] : std::vector<std::pair<int64_t, int64_t>>{{5, 2}, {8, 1}, {12, 4}, {33, 32}}) {
+        Case c{act, layers, 9, d, 6, layers == 2 ? 0.0 : 0.3};
+        c.in_dim = k;
+        cases.push_back(c);
+      }
+    }
+    for (int64_t d : {6, 12}) {
+      Case c{act, 2, 10, d, 5, 0.3};
+      c.in_dim = 3;
+      c.with_grad_psi = false;
+      cases.push_back(c);
+      Case n = c;
+      n.with_grad_psi = true;
+      n.need_input_grad = false;
+      cases.push_back(n);
+      Case f = c;
+      f.with_grad_psi = true;
+      f.dtype = at::kFloat;
+      f.tol = 1e-4;
+      cases.push_back(f);
+    }
   }
 
   uint64_t seed = 1234;

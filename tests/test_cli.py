@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import warnings
 
 import pytest
+import torch
 
 from lidvae_ext import cli
+from lidvae_ext.ops import fused_available
 from lidvae_ext.report import REQUIRED_KEYS
 from lidvae_ext.training import load_checkpoint
 
@@ -36,6 +39,28 @@ def test_train_evaluate_resume(tmp_path, capsys):
         assert key in metrics
     assert metrics["epochs"] == 2 and metrics["iwae_samples"] == 7 and metrics["num_examples"] == 60
     assert 0 <= metrics["active_units"] <= 4 and len(metrics["kl_per_dim"]) == 4
+
+
+def test_fused_lidvae_resume_is_exact(tmp_path, capsys):
+    """1 epoch, then --resume to 2, through the CLI with the fused kernels: bit-for-bit the
+    uninterrupted 2-epoch run (weights, Adam state, loss history)."""
+    if not fused_available("cpu"):
+        if os.environ.get("LIDVAE_EXT_REQUIRE_C", "0") == "1":
+            pytest.fail("LIDVAE_EXT_REQUIRE_C=1 but the fused CPU kernels are not available")
+        pytest.skip("lidvae_ext._C not built")
+    args = ["train", "--model", "lidvae", "--backend", "fused", "--binarize", *TINY]
+    assert cli.main([*args, "--epochs", "2", "--out", str(tmp_path / "full")]) == 0
+    assert cli.main([*args, "--epochs", "1", "--out", str(tmp_path / "part")]) == 0
+    assert cli.main([*args, "--epochs", "2", "--resume", "--out", str(tmp_path / "part")]) == 0
+    capsys.readouterr()
+    full, part = (load_checkpoint(tmp_path / name / "checkpoint.pt") for name in ("full", "part"))
+    assert full["model_config"]["backend"] == "fused" and part["epoch"] == full["epoch"] == 2
+    assert full["model_state"].keys() == part["model_state"].keys()
+    for name, want in full["model_state"].items():
+        torch.testing.assert_close(part["model_state"][name], want, rtol=0, atol=0, msg=name)
+    torch.testing.assert_close(part["optimizer_state"], full["optimizer_state"], rtol=0, atol=0)
+    drop = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert drop(part["history"]) == drop(full["history"])
 
 
 def test_compare_writes_report_and_figures(tmp_path, capsys):

@@ -122,12 +122,26 @@ def test_dynamic_binarization():
     f1, f2 = lik.fixed_targets(x, seed=3), lik.fixed_targets(x, seed=3)
     assert torch.equal(f1, f2) and not torch.equal(f1, lik.fixed_targets(x, seed=4))
     assert torch.equal(BernoulliLikelihood().fixed_targets(x), x)
+    # Training mode: a fresh Bernoulli draw of the batch every call. The reparameterization
+    # noise is fixed here, so only the binarization can make two calls differ.
     model = VAE(10, 2, (8,), (8,), binarize=True)
     model.train()
-    torch.manual_seed(0)
-    a = model(x[:50])["loss"]
-    torch.manual_seed(1)
-    assert model(x[:50])["loss"] != a  # fresh draws every call in training mode
+    batch, eps = x[:50], torch.randn(50, 2)
+    losses = [float(model(batch, eps=eps)["loss"]) for _ in range(4)]
+    assert len(set(losses)) == 4, losses
+    # ...and the loss is the loss of the Bernoulli draw itself (same RNG state, same draw)
+    state = torch.get_rng_state()
+    train_loss = model(batch, eps=eps)["loss"]
+    torch.set_rng_state(state)
+    drawn = torch.bernoulli(batch)
+    model.eval()  # evaluation mode uses the batch as given
+    torch.testing.assert_close(train_loss, model(drawn, eps=eps)["loss"], rtol=0, atol=0)
+    assert float(model(batch, eps=eps)["loss"]) == float(model(batch, eps=eps)["loss"])
+    # without binarization the same weights and noise give one loss
+    soft = VAE(10, 2, (8,), (8,), binarize=False)
+    soft.load_state_dict(model.state_dict())
+    soft.train()
+    assert len({float(soft(batch, eps=eps)["loss"]) for _ in range(3)}) == 1
 
 
 @pytest.mark.parametrize("make", [lambda: VAE(12, 3, (16,), (16,), likelihood="gaussian", learn_std=True),

@@ -44,12 +44,13 @@ def test_build_info_records_torch_version():
 @needs_fused
 @pytest.mark.parametrize("positivity", ["softplus", "clamp"])
 @pytest.mark.parametrize("beta", ["fixed", "learned"])
-def test_lid_decoder_fused_matches_reference(positivity, beta):
+@pytest.mark.parametrize("out_dim", [9, 5])  # the CPU GEMM path and the row-wise d <= 8 path
+def test_lid_decoder_fused_matches_reference(positivity, beta, out_dim):
     torch.manual_seed(0)
-    decoder = LIDDecoder(3, 9, hidden=6, num_layers=2, strong_convexity=0.1, beta=beta,
+    decoder = LIDDecoder(3, out_dim, hidden=6, num_layers=2, strong_convexity=0.1, beta=beta,
                          positivity=positivity).double()
     z = torch.randn(11, 3, dtype=torch.float64)
-    target = torch.rand(11, 9, dtype=torch.float64)
+    target = torch.rand(11, out_dim, dtype=torch.float64)
     results = {}
     for backend in ("fused", "reference"):
         _set_backend(decoder, backend)
@@ -161,13 +162,21 @@ def test_auto_backend_picks_fused_for_float32():
 
 
 def test_state_dict_and_functional_call():
-    torch.manual_seed(6)
-    a, b = LIDDecoder(2, 5, hidden=4), LIDDecoder(2, 5, hidden=4)
-    b.load_state_dict(a.state_dict())
+    a, b = LIDDecoder(2, 5, hidden=4, beta="learned"), LIDDecoder(2, 5, hidden=4, beta="learned")
     z = torch.randn(3, 2)
+    before = b(z).detach()
+    assert (before - a(z)).abs().max() > 1e-3  # b starts from other weights
+    # functional_call runs b with a's parameters (and differentiates w.r.t. them) ...
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in a.named_parameters()}
+    out = torch.func.functional_call(b, params, (z,))
+    torch.testing.assert_close(out, a(z))
+    grads = torch.autograd.grad(out.square().sum(), list(params.values()))
+    want = torch.autograd.grad(a(z).square().sum(), list(a.parameters()))
+    for name, g, w in zip(params, grads, want):
+        torch.testing.assert_close(g, w, msg=name)
+    torch.testing.assert_close(b(z), before)  # ... without touching b's own
+    b.load_state_dict(a.state_dict())
     torch.testing.assert_close(a(z), b(z))
-    params = {k: v * 1.0 for k, v in a.named_parameters()}
-    torch.testing.assert_close(torch.func.functional_call(b, params, (z,)), a(z))
 
 
 @needs_fused

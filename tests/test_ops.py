@@ -26,10 +26,12 @@ def _sampled_grid(count: int) -> list[tuple]:
              (7, 784, 512, 3, "softplus", 0.3), (300, 2, 1, 3, "softplus", 0.3),
              (1, 784, 8, 1, "leaky_relu", 0.0), (300, 17, 64, 1, "softplus", 0.0)]
     rng = random.Random(2021)
-    return edges + rng.sample(FULL_GRID, count - len(edges))
+    rest = [case for case in FULL_GRID if case not in edges]  # no case twice
+    return edges + rng.sample(rest, count - len(edges))
 
 
 GRID = _sampled_grid(28)
+assert len(set(GRID)) == len(GRID)
 
 
 @pytest.mark.parametrize("batch,dim,hidden,layers,activation,alpha", GRID)
@@ -110,18 +112,20 @@ def test_opcheck_backward(with_grad_psi, pass_map, need_input_grad):
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_zero_padded_input_matches_reference(activation, dtype):
-    """y with k < d columns stands for [y, 0]; the map is (B, d), dLoss/dy is (B, k)."""
-    seed = kink_free_seed(13, 9, 6, 3, activation, dtype)
-    y, A, b, W, w_out = sample_inputs(13, 9, 6, 3, seed=seed)
-    u, v = sample_cotangents(13, 9, seed=seed)
-    k = 4
+@pytest.mark.parametrize("dim,k", [(9, 4), (5, 2), (8, 1), (3, 2)])  # GEMM path, then the d <= 8 path
+def test_zero_padded_input_matches_reference(activation, dtype, dim, k):
+    """y with k < d columns stands for [y, 0]; the map is (B, d), dLoss/dy is (B, k).
+
+    d <= 8 is the row-wise CPU path a LIDDecoder with out_dim <= 8 takes."""
+    seed = kink_free_seed(13, dim, 6, 3, activation, dtype, in_dim=k)
+    y, A, b, W, w_out = sample_inputs(13, dim, 6, 3, seed=seed)
+    u, v = sample_cotangents(13, dim, seed=seed)
     hyper = (0.3, activation, 0.2)
     want = outputs_and_grads(reference, [y[:, :k], A, b, W, w_out], u, v, hyper)
     got = outputs_and_grads(ops, [t.to(dtype) for t in (y[:, :k], A, b, W, w_out)], u.to(dtype),
                             v.to(dtype), hyper)
-    assert got[1].shape == (13, 9) and got[2].shape == (13, k)
-    full = outputs_and_grads(reference, [torch.nn.functional.pad(y[:, :k], (0, 5)), A, b, W, w_out],
+    assert got[1].shape == (13, dim) and got[2].shape == (13, k)
+    full = outputs_and_grads(reference, [torch.nn.functional.pad(y[:, :k], (0, dim - k)), A, b, W, w_out],
                              u, v, hyper)
     torch.testing.assert_close(want[2], full[2][:, :k])  # the padded reference is the plain one
     errs = max_rel_errors(got, want)
@@ -141,18 +145,108 @@ def test_noncontiguous_inputs():
         torch.testing.assert_close(g, w.detach(), rtol=1e-12, atol=1e-12)
 
 
-def test_outputs_fully_written():
-    """Outputs come from fresh allocations: poison the allocator's memory by reusing NaN buffers."""
-    y, A, b, W, w_out = sample_inputs(9, 4, 6, 3, seed=fresh_seed())
-    for _ in range(3):
-        junk = torch.full((1 << 16,), float("nan"), dtype=torch.float64)
-        del junk
-        psi, grad, pre, upstream = torch.ops.lidvae_ext.icnn_forward(y, A, b, W, w_out, 0.0, "softplus", 0.2)
-        u, v = sample_cotangents(9, 4)
-        outs = torch.ops.lidvae_ext.icnn_backward(u, v, y, A, W, w_out, grad, pre, upstream, 0.0,
-                                                  "softplus", 0.2, True)
-        for t in (psi, grad, pre, upstream, *outs):
-            assert torch.isfinite(t).all()
+def _strided(t: torch.Tensor) -> torch.Tensor:
+    """The same values in a non-contiguous layout (every other element of a wider buffer)."""
+    wide = torch.empty(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype).fill_(float("nan"))
+    out = wide[..., ::2]
+    out.copy_(t)
+    assert not out.is_contiguous() or t.numel() <= 1
+    return out
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("dim", [3, 17])  # the row-wise (d <= 8) and the GEMM code paths
+def test_noncontiguous_weights_and_cotangents(activation, dim):
+    """Strided W, b, w_out, y, A, and transposed or expanded (stride-0) cotangents give the
+    reference's values, forward and backward — through autograd and calling the ops directly."""
+    seed = fresh_seed()
+    y, A, b, W, w_out = sample_inputs(6, dim, 5, 3, seed=seed)
+    u, v = sample_cotangents(6, dim, seed=seed)
+    hyper = (0.2, activation, 0.2)
+    layouts = [y.t().contiguous().t(), _strided(A), _strided(b), W.transpose(1, 2).contiguous().transpose(1, 2),
+               _strided(w_out)]
+    assert not any(t.is_contiguous() for t in layouts)
+    cotangents = {
+        "transposed": (_strided(u), v.t().contiguous().t()),
+        "expanded": (u[:1].expand(6), v[:1].expand(6, dim)),
+        "map only, expanded": (None, v[:1].expand(6, dim)),
+    }
+    for name, (gu, gv) in cotangents.items():
+        results = []
+        for impl, inputs in ((ops, layouts), (reference, [y, A, b, W, w_out])):
+            leaves = [t.detach().requires_grad_(True) for t in inputs]  # keeps the strides
+            psi, grad = impl.icnn_potential_and_map(*leaves, *hyper)
+            outs, cots = ((psi, grad), (gu, gv)) if gu is not None else ((grad,), (gv,))
+            grads = torch.autograd.grad(outs, leaves, cots, allow_unused=True)
+            results.append([psi.detach(), grad.detach(),
+                            *[torch.zeros_like(l) if g is None else g for l, g in zip(leaves, grads)]])
+        for n, g, w in zip(("psi", "grad", "d_y", "d_A", "d_b", "d_W", "d_w_out"), *results):
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12, msg=f"seed={seed} {name}: {n}")
+
+    # the raw ops with every tensor argument non-contiguous vs the same call on contiguous copies
+    fwd, bwd = torch.ops.lidvae_ext.icnn_forward, torch.ops.lidvae_ext.icnn_backward
+    f_c = fwd(y, A, b, W, w_out, *hyper)
+    f_nc = fwd(*layouts, *hyper)
+    for g, w in zip(f_nc, f_c):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, msg=f"seed={seed} forward")
+    _, grad, pre, upstream = f_c
+    for pass_u in (True, False):
+        args_c = (u if pass_u else None, v, y, A, W, w_out, grad if pass_u else None, pre, upstream)
+        args_nc = (_strided(u) if pass_u else None, v.t().contiguous().t(), layouts[0], layouts[1],
+                   layouts[3], layouts[4], grad.t().contiguous().t() if pass_u else None,
+                   pre.t().contiguous().t(), _strided(upstream))
+        want = bwd(*args_c, *hyper, True)
+        got = bwd(*args_nc, *hyper, True)
+        for i, (g, w) in enumerate(zip(got, want)):
+            torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, msg=f"seed={seed} backward output {i}")
+
+
+class _PoisonedAllocations:
+    """Every uninitialized allocation (``at::empty``/``empty_like``, in the C++ kernels too) is
+    filled with NaN: ATen's deterministic mode with ``fill_uninitialized_memory``."""
+
+    def __enter__(self):
+        self.saved = (torch.are_deterministic_algorithms_enabled(),
+                      torch.is_deterministic_algorithms_warn_only_enabled(),
+                      torch.utils.deterministic.fill_uninitialized_memory)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.utils.deterministic.fill_uninitialized_memory = True
+        assert torch.isnan(torch.empty(8, dtype=torch.float64)).all()
+        return self
+
+    def __exit__(self, *exc):
+        enabled, warn_only, fill = self.saved
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("dim,k", [(4, 4), (6, 2), (17, 17), (12, 5)])  # row-wise / GEMM, padded or not
+def test_outputs_fully_written(activation, dim, k):
+    """Every element of every output is written: with all allocations poisoned with NaN, the
+    outputs are finite and equal the reference (an unwritten element would stay NaN)."""
+    seed = fresh_seed()
+    y, A, b, W, w_out = sample_inputs(9, dim, 6, 3, seed=seed)
+    y = y[:, :k].contiguous()
+    u, v = sample_cotangents(9, dim, seed=seed)
+    hyper = (0.3, activation, 0.2)
+    with _PoisonedAllocations():
+        psi, grad, pre, upstream = torch.ops.lidvae_ext.icnn_forward(y, A, b, W, w_out, *hyper)
+        results = {"psi": psi, "grad": grad, "pre": pre, "upstream": upstream}
+        for pass_u in (True, False):
+            for need_input_grad in (True, False):
+                outs = torch.ops.lidvae_ext.icnn_backward(
+                    u if pass_u else None, v, y, A, W, w_out, grad if pass_u else None, pre, upstream,
+                    *hyper, need_input_grad)
+                for name, t in zip(("d_y", "d_A", "d_b", "d_W", "d_w_out"), outs):
+                    results[f"{name} (grad_psi={pass_u}, input grad={need_input_grad})"] = t
+        got = outputs_and_grads(ops, [y, A, b, W, w_out], u, v, hyper)
+    for name, t in results.items():
+        assert torch.isfinite(t).all(), f"seed={seed}: {name} has unwritten (NaN) elements"
+    assert results["d_y (grad_psi=True, input grad=False)"].numel() == 0
+    want = outputs_and_grads(reference, [y, A, b, W, w_out], u, v, hyper)
+    errs = max_rel_errors(got, want)
+    assert all(e <= 1e-10 for e in errs.values()), f"seed={seed} errors={errs}"
 
 
 # ----------------------------------------------------------------------------- errors

@@ -92,6 +92,15 @@ def test_interrupted_save_is_atomic(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["checkpoint.pt"]
 
 
-def test_default_threads_positive():
-    assert training.default_num_threads() >= 1
-    assert training.default_num_threads(world_size=64) >= 1
+def test_default_threads_share_the_cores(monkeypatch):
+    """All usable cores (the affinity mask, not the machine's count), split between the
+    processes of this machine (LOCAL_WORLD_SIZE, else world_size), never below 1."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert training.default_num_threads() == 8
+    assert training.default_num_threads(world_size=2) == 4
+    assert training.default_num_threads(world_size=3) == 2
+    assert training.default_num_threads(world_size=64) == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun: 4 processes on this node
+    assert training.default_num_threads(world_size=16) == 2
