@@ -114,6 +114,9 @@ def test_vmap_of_jacrev_and_jacfwd(case):
     want = torch.stack([_oracle_jacobian(ref, u) for u in batch])
     torch.testing.assert_close(vmap(jacrev(_single(fused)))(batch), want, **TOL)
     torch.testing.assert_close(vmap(jacfwd(_single(fused)))(batch), want, **TOL)
+    # The reference backend is transform-safe too (explicit recursion under torch.func).
+    torch.testing.assert_close(vmap(jacrev(_single(ref)))(batch), want, **TOL)
+    torch.testing.assert_close(vmap(_single(ref))(batch), ref(batch), **TOL)
 
 
 def test_vmap_over_batched_weights_is_an_ensemble():
