@@ -51,8 +51,8 @@ def _forward_mode_possible() -> bool:
 
 
 def _wants_function(*args) -> bool:
-    """Whether a call must record a derivative (autograd, forward AD or a torch.func level)."""
-    return (torch.is_grad_enabled() and torch._C._any_requires_grad(*args)) or _forward_mode_possible()
+    """Whether a call outside torch.func must record a derivative (autograd or forward AD)."""
+    return (torch.is_grad_enabled() and torch._C._any_requires_grad(*args)) or forward_ad._current_level >= 0
 
 
 _DIRECT_UNDER_FUNCTORCH = (
@@ -79,6 +79,12 @@ def call_backward(grad_psi, grad_map, y, A, W, w_out, grad, pre, upstream,
     if torch._C._are_functorch_transforms_active():
         return IcnnBackward.apply(*args, True)
     return _backward_op()(*args)
+
+
+def _apply_outside_transforms(function, *args):
+    """``function.apply`` without the per-call ``inspect.signature`` binding of
+    ``autograd.Function.apply`` (no defaults to bind; no functorch level active)."""
+    return super(torch.autograd.Function, function).apply(*args)
 
 
 def _zeros_if_none(tangents, primals):
@@ -181,8 +187,9 @@ def forward_autograd_kernel(keyset, y, A, b, W, w_out, strong_convexity, activat
     if torch._C._are_functorch_transforms_active():
         raise RuntimeError(_DIRECT_UNDER_FUNCTORCH.format(op="icnn_forward"))
     if _wants_function(y, A, b, W, w_out):
-        return IcnnForward.apply(
-            y, A, b, W, w_out, strong_convexity, activation, negative_slope, _forward_mode_possible()
+        return _apply_outside_transforms(
+            IcnnForward, y, A, b, W, w_out, strong_convexity, activation, negative_slope,
+            forward_ad._current_level >= 0,
         )
     with torch._C._AutoDispatchBelowAutograd():
         return _forward_op().redispatch(
@@ -286,6 +293,6 @@ def backward_autograd_kernel(keyset, grad_psi, grad_map, y, A, W, w_out, grad, p
     if torch._C._are_functorch_transforms_active():
         raise RuntimeError(_DIRECT_UNDER_FUNCTORCH.format(op="icnn_backward"))
     if _wants_function(grad_psi, grad_map, y, A, W, w_out, grad, pre, upstream):
-        return IcnnBackward.apply(*args, _forward_mode_possible())
+        return _apply_outside_transforms(IcnnBackward, *args, forward_ad._current_level >= 0)
     with torch._C._AutoDispatchBelowAutograd():
         return _backward_op().redispatch(keyset & torch._C._after_autograd_keyset, *args)

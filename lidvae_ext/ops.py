@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import _extension
+from . import _extension, _op_autograd
 
 _LIB = "lidvae_ext"
 
@@ -45,9 +45,7 @@ def icnn_forward(
     enters through the operator's ``autograd.Function`` (which functorch can
     transform); the raw operator raises there rather than drop derivatives.
     """
-    from ._op_autograd import call_forward
-
-    return call_forward(y, A, b, W, w_out, strong_convexity, activation, negative_slope)
+    return _op_autograd.call_forward(y, A, b, W, w_out, strong_convexity, activation, negative_slope)
 
 
 def icnn_backward(
@@ -56,9 +54,7 @@ def icnn_backward(
     strong_convexity: float, activation: str, negative_slope: float, need_input_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``torch.ops.lidvae_ext.icnn_backward``, transform-safe (see :func:`icnn_forward`)."""
-    from ._op_autograd import call_backward
-
-    return call_backward(grad_psi, grad_map, y, A, W, w_out, grad, pre, upstream,
+    return _op_autograd.call_backward(grad_psi, grad_map, y, A, W, w_out, grad, pre, upstream,
                          strong_convexity, activation, negative_slope, need_input_grad)
 
 
@@ -145,7 +141,7 @@ def _fake_backward(
 
 
 def _register() -> None:
-    from . import _op_autograd, _op_batching
+    from . import _op_batching
 
     torch.library.register_fake(f"{_LIB}::icnn_forward")(_fake_forward)
     torch.library.register_fake(f"{_LIB}::icnn_backward")(_fake_backward)
