@@ -2,16 +2,23 @@
 
 The operators are defined in C++ (``csrc/ops.cpp``) and implemented per
 backend (``csrc/cpu``, ``csrc/cuda``). This module registers, for *every*
-operator, a fake (meta) kernel so ``torch.compile`` can trace them, and an
-autograd formula:
+operator, a fake (meta) kernel so ``torch.compile`` / ``torch.export`` can
+trace them, an ``Autograd`` kernel, a ``vmap`` batching rule and a float32
+autocast rule:
 
 * ``icnn_forward`` is differentiated by the closed-form ``icnn_backward``
   operator (DESIGN.md §3) — first derivatives of ψ and ∇ψ w.r.t. the input
   and every weight, i.e. the second-order training step of a Brenier-map
-  decoder, without double-backward autograd.
-* ``icnn_backward`` is not differentiable again (that would need third
-  derivatives of ψ): differentiating through it raises a ``RuntimeError``
-  naming the reference backend, which supports any order.
+  decoder, without double-backward autograd. Its forward-mode formula is a
+  Hessian-vector product (see :mod:`lidvae_ext._op_autograd`).
+* ``icnn_backward`` is differentiable again (third derivatives of ψ, e.g.
+  gradient penalties) by an autograd composition on the saved state.
+* Batching rules: :mod:`lidvae_ext._op_batching`.
+
+Under a ``torch.func`` transform call :func:`icnn_forward` / :func:`icnn_backward`
+(or the modules) rather than ``torch.ops.lidvae_ext.*`` directly: functorch can
+transform the operators' ``autograd.Function`` only when it is entered before
+the dispatcher, so the raw operators raise inside a transform.
 """
 
 from __future__ import annotations

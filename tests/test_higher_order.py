@@ -97,3 +97,22 @@ def test_forward_over_reverse_third_derivatives():
         lambda x: torch.autograd.functional.jacobian(ref, x, create_graph=True), y)
     torch.testing.assert_close(got, want, **TOL)
     assert want.abs().max() > 1e-3
+
+
+def test_fourth_derivatives_match_reference():
+    """Differentiating the third-derivative formula once more (icnn_backward's backward is itself
+    a differentiable composition)."""
+    seed = kink_free_seed(2, 3, 4, 2, "softplus", torch.float64)
+    inputs = sample_inputs(2, 3, 4, 2, seed=seed)
+    hyper = (0.2, "softplus", 0.2)
+
+    def fourth(impl):
+        y, A = (t.clone().requires_grad_(True) for t in inputs[:2])
+        g = impl.icnn_map(y, A, *inputs[2:], *hyper)
+        (g1,) = torch.autograd.grad(g.sin().sum(), y, create_graph=True)
+        (g2,) = torch.autograd.grad(g1.square().sum(), y, create_graph=True)
+        return torch.autograd.grad(g2.cos().sum(), [y, A])
+
+    for got, want in zip(fourth(ops), fourth(reference)):
+        torch.testing.assert_close(got, want, **TOL)
+        assert want.abs().max() > 1e-4

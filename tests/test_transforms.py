@@ -202,3 +202,21 @@ def test_explicit_reference_matches_autograd_reference(activation, columns):
     ga = torch.autograd.grad(sum((a * c).sum() for a, c in zip(auto, cot)), inputs)
     for e, a in zip(ge, ga):
         torch.testing.assert_close(e, a, **TOL)
+
+
+def test_per_sample_gradients():
+    """vmap(grad(·)) over the batch with shared weights (the DP-SGD pattern) = one autograd call each."""
+    seed = fresh_seed()
+    fused, ref = _pair("decoder-fixed", seed)
+    batch = _input(fused, seed, batch=4)
+    params = {k: v.detach() for k, v in fused.named_parameters()}
+
+    def loss(p, u):
+        return functional_call(fused, p, (u[None],)).square().sum()
+
+    got = vmap(grad(loss), in_dims=(None, 0))(params, batch)
+    for i, u in enumerate(batch):
+        ref.zero_grad()
+        ref(u[None]).square().sum().backward()
+        for name, p in ref.named_parameters():
+            torch.testing.assert_close(got[name][i], p.grad, **TOL, msg=name)
