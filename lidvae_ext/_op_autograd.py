@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd import forward_ad
 
-from ._op_batching import batched_backward, batched_forward
+from ._op_batching import batched_backward, batched_forward, batched_input_vjp
 from .reference import bias_from_pre, icnn_forward_explicit, pre_tangent
 
 
@@ -141,10 +141,16 @@ class IcnnForward(torch.autograd.Function):
             if grad_psi is not None:
                 # Recompute the map (the potential's input gradient is grad_psi * ∇ψ).
                 grad = call_forward(y, A, b, W, w_out, *hyper)[1]
-            grad_y, grad_A, grad_b, grad_W, grad_w_out = call_backward(
-                grad_psi, grad_map, y, A, W, w_out, grad, pre, upstream, *hyper, need_input_grad
-            )
-            grads[:5] = [grad_y if need_input_grad else None, grad_A, grad_b, grad_W, grad_w_out]
+            only_input = need_input_grad and not any(ctx.needs_input_grad[1:5])
+            if only_input and torch._C._are_functorch_transforms_active():
+                # Only the input is differentiated (jacrev / vjp w.r.t. z): the row-wise
+                # input VJP, whose vmap rule folds (plain autograd keeps the fused op).
+                grads[0] = call_input_vjp(grad_psi, grad_map, y, A, W, w_out, grad, pre, upstream, *hyper)
+            else:
+                grad_y, grad_A, grad_b, grad_W, grad_w_out = call_backward(
+                    grad_psi, grad_map, y, A, W, w_out, grad, pre, upstream, *hyper, need_input_grad
+                )
+                grads[:5] = [grad_y if need_input_grad else None, grad_A, grad_b, grad_W, grad_w_out]
         if grad_pre is not None:
             # Only higher-order gradients reach `pre` (through icnn_backward's formula).
             _, vjp_fn = torch.func.vjp(
@@ -283,6 +289,65 @@ class IcnnBackward(torch.autograd.Function):
             lambda *s: IcnnBackward._recompute(ctx, *s), saved, _zeros_if_none(tangents, saved)
         )
         return out_tangents
+
+
+class IcnnInputVjp(torch.autograd.Function):
+    """``icnn_backward``'s ``grad_y`` alone, for backward passes that need no weight gradient.
+
+    Used under ``torch.func`` when only the input is differentiated (``jacrev`` /
+    ``vmap(vjp)`` w.r.t. z): ``grad_y`` is row-wise, so unlike the full operator its
+    vmap rule can fold the vmapped dimension into the rows — one kernel call for the
+    whole Jacobian instead of one per output. Derivatives: as :class:`IcnnBackward`.
+    """
+
+    @staticmethod
+    def forward(grad_psi, grad_map, y, A, W, w_out, grad, pre, upstream,
+                strong_convexity, activation, negative_slope):
+        with torch._C._AutoDispatchBelowAutograd():
+            return _backward_op()(
+                grad_psi, grad_map, y, A, W, w_out, grad, pre, upstream,
+                strong_convexity, activation, negative_slope, True,
+            )[0]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        IcnnBackward.setup_context(ctx, (*inputs, True, True), None)
+
+    @staticmethod
+    def vmap(info, in_dims, *args):
+        return batched_input_vjp(call_input_vjp, info.batch_size, in_dims, args)
+
+    @staticmethod
+    def backward(ctx, cotangent):
+        if cotangent is None:
+            return (None,) * 12
+        _, vjp_fn = torch.func.vjp(lambda *s: IcnnBackward._recompute(ctx, *s)[0], *ctx.saved_tensors)
+        g_psi, g_map, g_y, g_A, g_W, g_w_out, g_pre = vjp_fn(cotangent)
+        needs = ctx.needs_input_grad
+        pick = lambda i, g: g if needs[i] else None  # noqa: E731
+        return (
+            pick(0, g_psi) if ctx.has_grad_psi else None, pick(1, g_map), pick(2, g_y),
+            pick(3, g_A), pick(4, g_W), pick(5, g_w_out), None, pick(7, g_pre), None, None, None, None,
+        )
+
+    @staticmethod
+    def jvp(ctx, d_psi, d_map, d_y, d_A, d_W, d_w_out, _d_grad, d_pre, _d_upstream, *_non_tensor):
+        saved = ctx.saved_tensors
+        tangents = (d_psi if ctx.has_grad_psi else None, d_map, d_y, d_A, d_W, d_w_out, d_pre)
+        _, out_tangent = torch.func.jvp(
+            lambda *s: IcnnBackward._recompute(ctx, *s)[0], saved, _zeros_if_none(tangents, saved)
+        )
+        return out_tangent
+
+
+def call_input_vjp(grad_psi, grad_map, y, A, W, w_out, grad, pre, upstream,
+                   strong_convexity, activation, negative_slope):
+    """``icnn_backward(...)[0]`` (with ``need_input_grad=True``), transform-safe."""
+    args = (grad_psi, grad_map, y, A, W, w_out, grad, pre, upstream,
+            strong_convexity, activation, negative_slope)
+    if torch._C._are_functorch_transforms_active():
+        return IcnnInputVjp.apply(*args)
+    return _backward_op()(*args, True)[0]
 
 
 def backward_autograd_kernel(keyset, grad_psi, grad_map, y, A, W, w_out, grad, pre, upstream,

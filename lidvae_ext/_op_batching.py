@@ -5,7 +5,9 @@ dimension is folded into the row dimension and the operator runs **once**
 on ``(N·B, d)`` rows. ``icnn_backward`` returns weight gradients summed over
 rows, which folding would also sum over the vmapped dimension, so it (and
 ``icnn_forward`` with batched weights, e.g. an ensemble) runs once per
-vmapped element and the results are stacked — slower, never wrong.
+vmapped element and the results are stacked — slower, never wrong. When a
+backward pass needs only the input gradient (``jacrev`` w.r.t. the input),
+the formulas call the row-wise input VJP instead, which folds again.
 
 The same rules serve the operators' ``torch.library.register_vmap``
 registration (``op`` = the raw operator) and the ``vmap`` staticmethods of
@@ -47,6 +49,31 @@ def batched_backward(op: Callable, batch_size: int, in_dims: Sequence, args: Seq
     """``icnn_backward`` over a vmapped dimension (one call per element): ``(outputs, out_dims)``."""
     in_dims = tuple(in_dims) + (None,) * (len(args) - len(in_dims))
     return _loop(op, batch_size, in_dims, args), (0, 0, 0, 0, 0)
+
+
+_ROWS = (0, 1, 2, 6, 7, 8)  # grad_psi, grad_map, y, grad, pre, upstream: one row per sample
+
+
+def batched_input_vjp(op: Callable, batch_size: int, in_dims: Sequence, args: Sequence):
+    """``icnn_backward``'s ``grad_y`` alone over a vmapped dimension: rows folded, one call.
+
+    Every row argument gets the vmapped dimension in front (expanded where it has
+    none) and is flattened into the rows; batched weights fall back to a loop.
+    """
+    in_dims = tuple(in_dims) + (None,) * (len(args) - len(in_dims))
+    if any(in_dims[i] is not None for i in (3, 4, 5)):
+        return torch.stack([op(*_select(args, in_dims, i)) for i in range(batch_size)]), 0
+    folded = list(args)
+    rows = None
+    for i in _ROWS:
+        t = args[i]
+        if t is None:
+            continue
+        t = t.movedim(in_dims[i], 0) if in_dims[i] is not None else t.expand(batch_size, *t.shape)
+        rows = t.shape[1]
+        folded[i] = t.reshape(batch_size * t.shape[1], *t.shape[2:])
+    out = op(*folded)
+    return out.reshape(batch_size, rows, *out.shape[1:]), 0
 
 
 def forward_vmap(info, in_dims, *args):

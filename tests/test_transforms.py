@@ -85,10 +85,10 @@ def test_jvp_jacfwd_jacrev_forward_ad(case, backend):
     torch.testing.assert_close(got, want @ tangent, **TOL, msg=f"seed={seed}")
 
 
-def _op_events(fn) -> int:
+def _op_events(fn, op: str = "icnn_forward") -> int:
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         fn()
-    return sum(e.count for e in prof.key_averages() if e.key == "lidvae_ext::icnn_forward")
+    return sum(e.count for e in prof.key_averages() if e.key == f"lidvae_ext::{op}")
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -104,6 +104,17 @@ def test_vmap_folds_the_batch_into_one_call(case):
     # Each map's operator is entered once batched and runs once on all 7·1 rows (2 events);
     # a per-sample rule would run it 7 times (8 events).
     assert _op_events(lambda: vmap(_single(fused))(batch)) == 2 * maps
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_jacrev_wrt_the_input_is_one_folded_backward_per_map(case):
+    seed = fresh_seed()
+    fused, ref = _pair(case, seed)
+    u = _input(fused, seed)
+    torch.testing.assert_close(jacrev(_single(fused))(u), _oracle_jacobian(ref, u), **TOL)
+    maps = 1 if case.startswith("map") else 2
+    # Entered once batched + one call on all (outputs × rows), not one call per output.
+    assert _op_events(lambda: jacrev(_single(fused))(u), "icnn_backward") == 2 * maps
 
 
 @pytest.mark.parametrize("case", CASES)
