@@ -46,10 +46,6 @@ def _backward_op():
     return torch.ops.lidvae_ext.icnn_backward.default
 
 
-def _forward_mode_possible() -> bool:
-    return torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0
-
-
 def _wants_function(*args) -> bool:
     """Whether a call outside torch.func must record a derivative (autograd or forward AD)."""
     return (torch.is_grad_enabled() and torch._C._any_requires_grad(*args)) or forward_ad._current_level >= 0

@@ -231,3 +231,18 @@ def test_per_sample_gradients():
         ref(u[None]).square().sum().backward()
         for name, p in ref.named_parameters():
             torch.testing.assert_close(got[name][i], p.grad, **TOL, msg=name)
+
+
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_autograd_functional_jacobian_and_hessian(vectorize):
+    """torch.autograd.functional (vectorize=True runs the backward under vmap) on a batch."""
+    seed = fresh_seed()
+    fused, ref = _pair("decoder-learned", seed)
+    batch = _input(fused, seed, batch=3)
+    torch.testing.assert_close(torch.autograd.functional.jacobian(fused, batch, vectorize=vectorize),
+                               torch.autograd.functional.jacobian(ref, batch), **TOL)
+    scalar = lambda module: (lambda u: module(u).sin().sum())  # noqa: E731
+    want = torch.autograd.functional.hessian(scalar(ref), batch)
+    got = torch.autograd.functional.hessian(scalar(fused), batch, vectorize=vectorize)
+    torch.testing.assert_close(got, want, **TOL)
+    assert want.abs().max() > 1e-3
