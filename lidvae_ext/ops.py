@@ -78,8 +78,9 @@ def icnn_potential_and_map(
     """Fused ψ(y) (B,) and Brenier map ∇ψ(y) (B, d) of the ICNN.
 
     Same arguments and layout as :func:`lidvae_ext.reference.icnn_potential_and_map`;
-    differentiable (once) w.r.t. ``y`` and every weight through the closed-form
-    backward operator. ``y`` may have k < d columns: it then stands for the
+    differentiable w.r.t. ``y`` and every weight through the closed-form
+    backward operator (itself differentiable again), in forward mode, and
+    under every ``torch.func`` transform. ``y`` may have k < d columns: it then stands for the
     zero-padded ``[y, 0]``, and the products with the zero columns are skipped.
     """
     psi, grad, _, _ = icnn_forward(y, A, b, W, w_out, float(strong_convexity), activation, float(negative_slope))
