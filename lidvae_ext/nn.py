@@ -20,6 +20,7 @@ from . import ops, reference
 BACKENDS = ("auto", "fused", "reference")
 POSITIVITY = ("softplus", "clamp")
 _FUSED_DTYPES = (torch.float32, torch.float64)
+_REDUCED_DTYPES = (torch.float16, torch.bfloat16)  # fused path computes these in float32
 _warned_fallback: set[tuple[str, torch.dtype]] = set()
 
 
@@ -137,16 +138,21 @@ def _flatten(y: Tensor, dim: int, name: str) -> Tensor:
 
 
 def resolve_backend(backend: str, y: Tensor) -> str:
-    """Pick "fused" or "reference" for input ``y`` (see :class:`BrenierMap`)."""
+    """Pick "fused" or "reference" for input ``y`` (see :class:`BrenierMap`).
+
+    The fused kernels compute in float32 or float64; float16/bfloat16 inputs
+    (a half-precision module, or an encoder running under ``torch.autocast``)
+    also take the fused path, computed in float32 (see :func:`fused_compute_dtype`).
+    """
     if backend == "reference":
         return "reference"
-    supported = ops.fused_available(y.device.type) and y.dtype in _FUSED_DTYPES
+    supported = ops.fused_available(y.device.type) and y.dtype in _FUSED_DTYPES + _REDUCED_DTYPES
     if backend == "fused":
         if not supported:
             raise RuntimeError(
                 f"backend='fused' is not available for device {y.device.type!r} and dtype "
-                f"{y.dtype}: fused kernels support float32/float64 on "
-                f"{'cpu and cuda' if ops.fused_available('cuda') else 'cpu'}"
+                f"{y.dtype}: fused kernels support float32/float64 (float16/bfloat16 computed "
+                f"in float32) on {'cpu and cuda' if ops.fused_available('cuda') else 'cpu'}"
                 + (f" ({_load_reason()})" if not ops.fused_available('cpu') else "")
             )
         return "fused"
@@ -164,6 +170,25 @@ def resolve_backend(backend: str, y: Tensor) -> str:
     return "reference"
 
 
+def fused_compute_dtype(y: Tensor, weights: tuple[Tensor, ...]) -> torch.dtype | None:
+    """The dtype the fused kernels run in for these tensors, or ``None`` to run them as they are.
+
+    * Under ``torch.autocast`` for ``y``'s device: float32 (float64 only when ``y`` and
+      every weight are float64), like PyTorch's own float32-autocast ops; the outputs
+      stay float32.
+    * float16/bfloat16 tensors outside autocast: float32 internally, outputs cast back
+      to ``y``'s dtype (reduced-precision storage, float32 arithmetic).
+    """
+    tensors = (y, *weights)
+    if torch.is_autocast_enabled(y.device.type):
+        if all(t.dtype == torch.float64 for t in tensors):
+            return None
+        return torch.float32 if any(t.dtype != torch.float32 for t in tensors) else None
+    if any(t.dtype in _REDUCED_DTYPES for t in tensors):
+        return torch.float32
+    return None
+
+
 def _load_reason() -> str:
     from . import _extension
 
@@ -175,8 +200,11 @@ class BrenierMap(nn.Module):
 
     Parameters are those of :class:`ICNN` plus ``backend``: ``"fused"`` (the
     compiled operators), ``"reference"`` (autograd double backward) or
-    ``"auto"`` (fused where the build supports the device and dtype, else the
-    reference with a one-time warning). Inputs may have any leading shape.
+    ``"auto"`` (fused where the build supports the device, else the reference
+    with a one-time warning). The fused kernels run in float32/float64;
+    float16/bfloat16 modules and inputs are computed in float32 and cast back,
+    and under ``torch.autocast`` the maps run (and return) float32. Inputs may
+    have any leading shape.
     """
 
     def __init__(
@@ -216,8 +244,19 @@ class BrenierMap(nn.Module):
         return self._call(u.reshape(-1, u.shape[-1]), u.shape[:-1])[1]
 
     def _call(self, flat: Tensor, lead: torch.Size) -> tuple[Tensor, Tensor]:
-        impl = ops if resolve_backend(self.backend, flat) == "fused" else reference
-        psi, grad = impl.icnn_potential_and_map(flat, *self.icnn.weights(), *self.icnn.hyper())
+        weights, hyper = self.icnn.weights(), self.icnn.hyper()
+        if resolve_backend(self.backend, flat) == "reference":
+            psi, grad = reference.icnn_potential_and_map(flat, *weights, *hyper)
+        else:
+            compute = fused_compute_dtype(flat, weights)
+            if compute is None:
+                psi, grad = ops.icnn_potential_and_map(flat, *weights, *hyper)
+            else:
+                psi, grad = ops.icnn_potential_and_map(
+                    flat.to(compute), *(w.to(compute) for w in weights), *hyper
+                )
+                if not torch.is_autocast_enabled(flat.device.type):
+                    psi, grad = psi.to(flat.dtype), grad.to(flat.dtype)
         return psi.reshape(lead), grad.reshape(*lead, self.icnn.dim)
 
     def potential(self, y: Tensor) -> Tensor:

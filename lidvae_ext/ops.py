@@ -2,16 +2,23 @@
 
 The operators are defined in C++ (``csrc/ops.cpp``) and implemented per
 backend (``csrc/cpu``, ``csrc/cuda``). This module registers, for *every*
-operator, a fake (meta) kernel so ``torch.compile`` can trace them, and an
-autograd formula:
+operator, a fake (meta) kernel so ``torch.compile`` / ``torch.export`` can
+trace them, an ``Autograd`` kernel, a ``vmap`` batching rule and a float32
+autocast rule:
 
 * ``icnn_forward`` is differentiated by the closed-form ``icnn_backward``
   operator (DESIGN.md §3) — first derivatives of ψ and ∇ψ w.r.t. the input
   and every weight, i.e. the second-order training step of a Brenier-map
-  decoder, without double-backward autograd.
-* ``icnn_backward`` is not differentiable again (that would need third
-  derivatives of ψ): differentiating through it raises a ``RuntimeError``
-  naming the reference backend, which supports any order.
+  decoder, without double-backward autograd. Its forward-mode formula is a
+  Hessian-vector product (see :mod:`lidvae_ext._op_autograd`).
+* ``icnn_backward`` is differentiable again (third derivatives of ψ, e.g.
+  gradient penalties) by an autograd composition on the saved state.
+* Batching rules: :mod:`lidvae_ext._op_batching`.
+
+Under a ``torch.func`` transform call :func:`icnn_forward` / :func:`icnn_backward`
+(or the modules) rather than ``torch.ops.lidvae_ext.*`` directly: functorch can
+transform the operators' ``autograd.Function`` only when it is entered before
+the dispatcher, so the raw operators raise inside a transform.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import _extension
+from . import _extension, _op_autograd
 
 _LIB = "lidvae_ext"
 
@@ -35,6 +42,29 @@ def fused_available(device_type: str = "cpu") -> bool:
     return False
 
 
+def icnn_forward(
+    y: Tensor, A: Tensor, b: Tensor, W: Tensor, w_out: Tensor,
+    strong_convexity: float, activation: str, negative_slope: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``torch.ops.lidvae_ext.icnn_forward`` → ``(ψ, ∇ψ, pre, upstream)``, transform-safe.
+
+    Identical to the operator, except that under a ``torch.func`` transform it
+    enters through the operator's ``autograd.Function`` (which functorch can
+    transform); the raw operator raises there rather than drop derivatives.
+    """
+    return _op_autograd.call_forward(y, A, b, W, w_out, strong_convexity, activation, negative_slope)
+
+
+def icnn_backward(
+    grad_psi: Tensor | None, grad_map: Tensor, y: Tensor, A: Tensor, W: Tensor, w_out: Tensor,
+    grad: Tensor | None, pre: Tensor, upstream: Tensor,
+    strong_convexity: float, activation: str, negative_slope: float, need_input_grad: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``torch.ops.lidvae_ext.icnn_backward``, transform-safe (see :func:`icnn_forward`)."""
+    return _op_autograd.call_backward(grad_psi, grad_map, y, A, W, w_out, grad, pre, upstream,
+                         strong_convexity, activation, negative_slope, need_input_grad)
+
+
 def icnn_potential_and_map(
     y: Tensor,
     A: Tensor,
@@ -48,13 +78,12 @@ def icnn_potential_and_map(
     """Fused ψ(y) (B,) and Brenier map ∇ψ(y) (B, d) of the ICNN.
 
     Same arguments and layout as :func:`lidvae_ext.reference.icnn_potential_and_map`;
-    differentiable (once) w.r.t. ``y`` and every weight through the closed-form
-    backward operator. ``y`` may have k < d columns: it then stands for the
+    differentiable w.r.t. ``y`` and every weight through the closed-form
+    backward operator (itself differentiable again), in forward mode, and
+    under every ``torch.func`` transform. ``y`` may have k < d columns: it then stands for the
     zero-padded ``[y, 0]``, and the products with the zero columns are skipped.
     """
-    psi, grad, _, _ = torch.ops.lidvae_ext.icnn_forward(
-        y, A, b, W, w_out, float(strong_convexity), activation, float(negative_slope)
-    )
+    psi, grad, _, _ = icnn_forward(y, A, b, W, w_out, float(strong_convexity), activation, float(negative_slope))
     return psi, grad
 
 
@@ -119,66 +148,24 @@ def _fake_backward(
     )
 
 
-def _setup_forward(ctx, inputs, output):
-    y, A, b, W, w_out, strong_convexity, activation, negative_slope = inputs
-    _psi, _grad, pre, upstream = output
-    # The map output is NOT saved: the backward reads it only when ψ itself gets a
-    # gradient (rare: a loss on ψ and ∇ψ of one call), and then recomputes it. Saving it
-    # would keep a (B, d) tensor alive through the whole backward pass — e.g. a decoder's
-    # logits, which the loss would otherwise have freed (this matters for peak memory).
-    ctx.save_for_backward(y, A, b, W, w_out, pre, upstream)
-    ctx.hyper = (strong_convexity, activation, negative_slope)
-    ctx.mark_non_differentiable(pre, upstream)
-    # Unused outputs (often ψ) then arrive as None instead of materialized zeros.
-    ctx.set_materialize_grads(False)
-
-
-def _backward_forward(ctx, grad_psi, grad_map, _grad_pre, _grad_upstream):
-    y, A, b, W, w_out, pre, upstream = ctx.saved_tensors
-    strong_convexity, activation, negative_slope = ctx.hyper
-    if grad_map is None and grad_psi is None:
-        return (None,) * 8
-    if grad_map is None:
-        grad_map = y.new_zeros(y.shape[0], A.shape[1])
-    grad = None
-    if grad_psi is not None:
-        # Recompute the map (the potential's input gradient is grad_psi * ∇ψ).
-        grad = torch.ops.lidvae_ext.icnn_forward(
-            y, A, b, W, w_out, strong_convexity, activation, negative_slope
-        )[1]
-    need_input_grad = bool(ctx.needs_input_grad[0])
-    grad_y, grad_A, grad_b, grad_W, grad_w_out = torch.ops.lidvae_ext.icnn_backward(
-        grad_psi, grad_map, y, A, W, w_out, grad, pre, upstream,
-        strong_convexity, activation, negative_slope, need_input_grad,
-    )
-    return (
-        grad_y if need_input_grad else None,
-        grad_A, grad_b, grad_W, grad_w_out, None, None, None,
-    )
-
-
-def _backward_backward(ctx, *grads):
-    raise RuntimeError(
-        "lidvae_ext: the fused ICNN backward (icnn_backward) cannot be differentiated "
-        "again (that needs third derivatives of the potential). For higher-order "
-        "gradients use backend='reference' (plain autograd)."
-    )
-
-
-def _setup_backward(ctx, inputs, output):
-    pass
-
-
 def _register() -> None:
+    from . import _op_batching
+
     torch.library.register_fake(f"{_LIB}::icnn_forward")(_fake_forward)
     torch.library.register_fake(f"{_LIB}::icnn_backward")(_fake_backward)
-    torch.library.register_autograd(
-        f"{_LIB}::icnn_forward", _backward_forward, setup_context=_setup_forward
-    )
-    torch.library.register_autograd(
-        f"{_LIB}::icnn_backward", _backward_backward, setup_context=_setup_backward
-    )
+    # Autograd kernels (what torch.library.register_autograd installs, plus forward-mode
+    # formulas and functorch support: see _op_autograd).
+    _IMPL.impl("icnn_forward", _op_autograd.forward_autograd_kernel, "Autograd", with_keyset=True)
+    _IMPL.impl("icnn_backward", _op_autograd.backward_autograd_kernel, "Autograd", with_keyset=True)
+    torch.library.register_vmap(f"{_LIB}::icnn_forward", _op_batching.forward_vmap, lib=_IMPL)
+    torch.library.register_vmap(f"{_LIB}::icnn_backward", _op_batching.backward_vmap, lib=_IMPL)
+    for device_type in ("cpu", "cuda"):
+        for op in ("icnn_forward", "icnn_backward"):
+            # Under torch.autocast the operators run in float32 (outputs float32).
+            torch.library.register_autocast(f"{_LIB}::{op}", device_type, torch.float32, lib=_IMPL)
 
+
+_IMPL = torch.library.Library(_LIB, "IMPL") if _extension.loaded() else None
 
 if _extension.loaded():
     _register()

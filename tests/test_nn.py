@@ -142,10 +142,12 @@ def test_constructor_errors():
         ICNN(3, 0)
 
 
-def test_auto_backend_falls_back_with_one_warning():
-    bmap = BrenierMap(3, 4).to(torch.bfloat16)
-    y = torch.randn(2, 3, dtype=torch.bfloat16)
-    lidvae_ext.nn._warned_fallback.discard(("cpu", torch.bfloat16))
+def test_auto_backend_falls_back_with_one_warning(monkeypatch):
+    """A device without fused kernels (here: the build reported absent) → reference, warned once."""
+    monkeypatch.setattr(lidvae_ext.ops, "fused_available", lambda device_type="cpu": False)
+    bmap = BrenierMap(3, 4)
+    y = torch.randn(2, 3)
+    lidvae_ext.nn._warned_fallback.discard(("cpu", torch.float32))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert resolve_backend("auto", y) == "reference"
@@ -154,6 +156,7 @@ def test_auto_backend_falls_back_with_one_warning():
     assert sum("using the autograd reference" in str(w.message) for w in caught) == 1
     with pytest.raises(RuntimeError, match="backend='fused' is not available"):
         resolve_backend("fused", y)
+    lidvae_ext.nn._warned_fallback.discard(("cpu", torch.float32))
 
 
 @needs_fused
