@@ -152,7 +152,9 @@ def test_without_openblas_ops_fall_back_to_aten(tmp_path):
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("LIDVAE_CPU_GEMM", "LIDVAE_CPU_ISA")}
     env["LIDVAE_OPENBLAS_LIB"] = str(tmp_path / "libscipy_openblas.so")  # not there
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    # the lidvae_ext this test process imports (installed, or an in-place build), not the source tree
+    package_parent = Path(lidvae_ext.__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join([str(package_parent), env.get("PYTHONPATH", "")])
     res = subprocess.run([sys.executable, "-c", script, str(ROOT / "tests")], capture_output=True, text=True,
                          env=env, cwd=tmp_path, timeout=120)
     assert res.returncode == 0, res.stderr
