@@ -57,6 +57,8 @@ class EvalOptions:
     mi_samples: int = 1
     seed: int = 0
     au_thresholds: tuple[float, ...] = (0.001, 0.01, 0.1)
+    diagnostics: int = 0
+    diagnostic_samples: int = 500
 
 
 @dataclass
@@ -96,6 +98,11 @@ def _train_one(spec: ModelSpec, ds: Dataset, data: DataOptions, model_opts: Mode
                    active_units_at=active_units_at(out["au_variance"], eval_opts.au_thresholds),
                    best_epoch=result.best_epoch, stopped_epoch=result.stopped_epoch,
                    val_size=None if stop_x is None else int(stop_x.shape[0]))
+        if eval_opts.diagnostics:
+            from .diagnostics import diagnose
+
+            out["diagnostics"] = diagnose(model, ds.test, num_examples=eval_opts.diagnostics,
+                                          posterior_samples=eval_opts.diagnostic_samples, seed=eval_opts.seed)
     return model, out, result
 
 
@@ -139,7 +146,15 @@ def run_evaluate(checkpoint: str | Path, data: DataOptions | None = None, eval_o
     out = metrics.evaluate(model, ds.test, au_threshold=eval_opts.au_threshold, iwae_samples=eval_opts.iwae_samples,
                            mi_samples=eval_opts.mi_samples, batch_size=eval_opts.batch_size, seed=eval_opts.seed)
     out.update(checkpoint=str(checkpoint), model=state.get("spec", state["model_config"]["model"]),
-               epochs=int(state["epoch"]), seconds=float(state["seconds"]), data=ds.name)
+               epochs=int(state["epoch"]), seconds=float(state["seconds"]), data=ds.name,
+               active_units_at=active_units_at(out["au_variance"], eval_opts.au_thresholds))
+    if "early_stopping" in state:
+        out.update(best_epoch=int(state["early_stopping"]["best_epoch"]))
+    if eval_opts.diagnostics:
+        from .diagnostics import diagnose
+
+        out["diagnostics"] = diagnose(model, ds.test, num_examples=eval_opts.diagnostics,
+                                      posterior_samples=eval_opts.diagnostic_samples, seed=eval_opts.seed)
     return out
 
 
