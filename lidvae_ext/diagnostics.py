@@ -138,7 +138,9 @@ def posterior_spread(model: Any, x: Tensor, num_samples: int = 1000, seed: int =
     Returns
     -------
     dict
-        ``exact_var`` (K,) E_x v_k; ``exact_mean_var`` (K,) Var_x m_k;
+        ``exact_var`` (K,) E_x v_k; ``exact_mean_var`` (K,) Var_x m_k, and
+        ``exact_mean_noise`` (K,) E_x v_k/ESS, the Monte-Carlo noise that alone
+        inflates Var_x m_k (compare the two before calling a dimension used);
         ``q_var`` (K,) E_x σ²_k; ``q_mean_var`` (K,) Var_x μ_k;
         ``ess_mean``, ``ess_min`` (floats), ``num_samples``.
     """
@@ -149,7 +151,7 @@ def posterior_spread(model: Any, x: Tensor, num_samples: int = 1000, seed: int =
     try:
         device = next(model.parameters()).device
         gen = torch.Generator().manual_seed(int(seed))
-        means, vars_, mus, qvars, ess = [], [], [], [], []
+        means, vars_, mus, qvars, ess, noise = [], [], [], [], [], []
         for start in range(0, x.shape[0], batch_size):
             xb = x[start:start + batch_size].to(device)
             b, d = xb.shape
@@ -173,13 +175,15 @@ def posterior_spread(model: Any, x: Tensor, num_samples: int = 1000, seed: int =
             mus.append(mu.double().cpu())
             qvars.append(logvar.double().exp().cpu())
             ess.append(1.0 / w[..., 0].square().sum(0))
+            noise.append(v / ess[-1][:, None])
     finally:
         model.train(was)
-    m, v, mu, qv, e = (torch.cat(t) for t in (means, vars_, mus, qvars, ess))
+    m, v, mu, qv, e, nz = (torch.cat(t) for t in (means, vars_, mus, qvars, ess, noise))
     n = m.shape[0]
     return {
         "exact_var": v.mean(0).tolist(),
         "exact_mean_var": (m.var(0).tolist() if n > 1 else [math.nan] * m.shape[1]),
+        "exact_mean_noise": nz.mean(0).tolist(),
         "q_var": qv.mean(0).tolist(),
         "q_mean_var": (mu.var(0).tolist() if n > 1 else [math.nan] * m.shape[1]),
         "ess_mean": float(e.mean()),
