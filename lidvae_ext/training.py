@@ -121,11 +121,23 @@ def build_from_spec(spec: ModelSpec, data_dim: int, opts: ModelOptions,
                   gaussian_std=opts.gaussian_std, learn_std=opts.learn_std, activation=opts.activation)
     if spec.model == "vae":
         return VAE(decoder_hidden=tuple(opts.decoder_hidden), **common)
-    alpha = opts.strong_convexity if spec.strong_convexity is None else spec.strong_convexity
-    beta = spec.beta or opts.beta
-    return LIDVAE(icnn_hidden=opts.icnn_hidden, icnn_layers=opts.icnn_layers, strong_convexity=alpha,
-                  beta=beta, backend=opts.backend, beta_basis=fit_beta(beta, train_x, opts.latent_dim),
-                  **common)
+    return LIDVAE(**lid_decoder_options(opts, train_x, spec.strong_convexity, spec.beta), **common)
+
+
+def lid_decoder_options(opts: ModelOptions, train_x: Tensor | None = None, strong_convexity: float | None = None,
+                        beta: str | None = None) -> dict[str, Any]:
+    """Keyword arguments of the LIDVAE decoder (``icnn_hidden``, ``icnn_layers``, ``strong_convexity``,
+    ``beta``, ``backend``, ``beta_basis``) from the run's options — the one place the LIDVAE
+    decoder defaults are resolved (any model with a :class:`lidvae_ext.LIDDecoder` should use it).
+
+    ``strong_convexity``/``beta`` override the options (a model name's modifiers);
+    a data-dependent β (``"pca"``) is fitted on ``train_x`` (the training split) by
+    :func:`lidvae_ext.nn.fit_beta`.
+    """
+    alpha = opts.strong_convexity if strong_convexity is None else strong_convexity
+    beta = beta or opts.beta
+    return dict(icnn_hidden=opts.icnn_hidden, icnn_layers=opts.icnn_layers, strong_convexity=alpha, beta=beta,
+                backend=opts.backend, beta_basis=fit_beta(beta, train_x, opts.latent_dim))
 
 
 # ----------------------------------------------------------------------------- distributed
