@@ -29,8 +29,6 @@ def _model_defaults():
     return ModelOptions()
 
 
-DEFAULT_STRONG_CONVEXITY = _model_defaults().strong_convexity
-DEFAULT_BETA = _model_defaults().beta
 BETA_CHOICES = ("fixed", "learned", "pca", "random")
 
 
@@ -67,15 +65,16 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_model_train_args(p: argparse.ArgumentParser) -> None:
+    defaults = _model_defaults()
     g = p.add_argument_group("model")
     g.add_argument("--latent-dim", type=int, default=32)
     g.add_argument("--encoder-hidden", type=_widths, default=(256, 256), help="e.g. 256,256")
     g.add_argument("--decoder-hidden", type=_widths, default=(256, 256), help="VAE decoder MLP widths")
     g.add_argument("--icnn-hidden", type=int, default=128, help="LIDVAE ICNN width")
     g.add_argument("--icnn-layers", type=int, default=2, help="LIDVAE ICNN depth L")
-    g.add_argument("--strong-convexity", type=float, default=DEFAULT_STRONG_CONVEXITY,
-                   help=f"LIDVAE α (default {DEFAULT_STRONG_CONVEXITY}; 0 = the paper's ICNN)")
-    g.add_argument("--beta", choices=BETA_CHOICES, default=DEFAULT_BETA,
+    g.add_argument("--strong-convexity", type=float, default=defaults.strong_convexity,
+                   help="LIDVAE α (0 = the paper's ICNN)")
+    g.add_argument("--beta", choices=BETA_CHOICES, default=defaults.beta,
                    help="LIDVAE β: 'pca' = the training split's top-K principal directions (fixed), "
                         "'fixed' = [I;0], 'random' = a seeded random orthonormal one, 'learned'")
     g.add_argument("--backend", choices=("auto", "fused", "reference"), default="auto",
