@@ -23,7 +23,15 @@ from pathlib import Path
 
 import torch
 
-DEFAULT_STRONG_CONVEXITY = 0.5
+
+def _model_defaults():
+    """The LIDVAE decoder defaults live in :class:`lidvae_ext.training.ModelOptions` (one source of truth)."""
+    from .training import ModelOptions
+
+    return ModelOptions()
+
+
+BETA_CHOICES = ("fixed", "learned", "pca", "random")
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -53,18 +61,25 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--iwae-samples", type=int, default=100, help="importance samples k per example (default 100)")
     g.add_argument("--au-threshold", type=float, default=0.01, help="active-unit variance threshold")
     g.add_argument("--eval-batch-size", type=int, default=256)
+    g.add_argument("--diagnostics", type=int, default=None, metavar="N",
+                   help="per-dimension decoder sensitivity / Fisher information and SNIS exact-posterior "
+                        "spread on N held-out examples (compare default 256, train default 0 = off)")
+    g.add_argument("--diagnostic-samples", type=int, default=500, help="SNIS samples per example")
 
 
 def _add_model_train_args(p: argparse.ArgumentParser) -> None:
+    defaults = _model_defaults()
     g = p.add_argument_group("model")
     g.add_argument("--latent-dim", type=int, default=32)
     g.add_argument("--encoder-hidden", type=_widths, default=(256, 256), help="e.g. 256,256")
     g.add_argument("--decoder-hidden", type=_widths, default=(256, 256), help="VAE decoder MLP widths")
     g.add_argument("--icnn-hidden", type=int, default=128, help="LIDVAE ICNN width")
     g.add_argument("--icnn-layers", type=int, default=2, help="LIDVAE ICNN depth L")
-    g.add_argument("--strong-convexity", type=float, default=DEFAULT_STRONG_CONVEXITY,
-                   help=f"LIDVAE α (default {DEFAULT_STRONG_CONVEXITY}; 0 = the paper's ICNN)")
-    g.add_argument("--beta", choices=("fixed", "learned"), default="fixed", help="LIDVAE β: [I;0] or learned")
+    g.add_argument("--strong-convexity", type=float, default=defaults.strong_convexity,
+                   help="LIDVAE α (0 = the paper's ICNN)")
+    g.add_argument("--beta", choices=BETA_CHOICES, default=defaults.beta,
+                   help="LIDVAE β: 'pca' = the training split's top-K principal directions (fixed), "
+                        "'fixed' = [I;0], 'random' = a seeded random orthonormal one, 'learned'")
     g.add_argument("--backend", choices=("auto", "fused", "reference"), default="auto",
                    help="Brenier-map kernels (auto: fused if built, else the autograd reference)")
     g.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
@@ -73,7 +88,11 @@ def _add_model_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gaussian-std", type=float, default=0.1)
     g.add_argument("--learn-std", action="store_true", help="learn the Gaussian likelihood's σ")
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=150)
+    g.add_argument("--epochs", type=int, default=150, help="number of epochs (the maximum with --early-stopping)")
+    g.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
+                   help="hold out --val-fraction of the training split, stop when its -ELBO has not improved "
+                        "for PATIENCE epochs and restore the best epoch")
+    g.add_argument("--val-fraction", type=float, default=0.1, help="validation share for --early-stopping")
     g.add_argument("--batch-size", type=int, default=128, help="global batch size (split across processes)")
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--threads", type=int, default=None, help="torch threads per process (default: all cores)")
@@ -139,9 +158,20 @@ def _options(args: argparse.Namespace):
     model = ModelOptions(args.latent_dim, tuple(args.encoder_hidden), tuple(args.decoder_hidden), args.icnn_hidden,
                          args.icnn_layers, args.strong_convexity, args.beta, args.backend, args.likelihood,
                          args.binarize and args.likelihood == "bernoulli", args.gaussian_std, args.learn_std)
+    if args.early_stopping is not None and args.early_stopping < 1:
+        raise ValueError(f"--early-stopping PATIENCE must be a positive integer, got {args.early_stopping}")
+    if not 0.0 < args.val_fraction < 1.0:
+        raise ValueError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
     train = TrainConfig(args.epochs, args.batch_size, args.lr, args.seed, args.au_threshold,
-                        args.checkpoint_every, progress=not args.no_progress)
-    ev = EvalOptions(args.iwae_samples, args.au_threshold, args.eval_batch_size, seed=args.seed)
+                        args.checkpoint_every, progress=not args.no_progress, early_stopping=args.early_stopping,
+                        val_fraction=args.val_fraction)
+    default_diag = 256 if args.command == "compare" else 0
+    diag = default_diag if args.diagnostics is None else args.diagnostics
+    if diag < 0 or (0 < diag < 2) or args.diagnostic_samples < 2:
+        raise ValueError(f"--diagnostics needs 0 (off) or >= 2 examples and --diagnostic-samples >= 2, "
+                         f"got {diag}, {args.diagnostic_samples}")
+    ev = EvalOptions(args.iwae_samples, args.au_threshold, args.eval_batch_size, seed=args.seed,
+                     diagnostics=diag, diagnostic_samples=args.diagnostic_samples)
     return data, model, train, ev
 
 
@@ -174,7 +204,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         saved = experiment.data_from_checkpoint(args.checkpoint)
         data = experiment.DataOptions(**{**asdict(saved), **{k: v for k, v in (("data_dir", args.data_dir), (
             "train_size", args.train_size), ("test_size", args.test_size)) if v is not None}})
-    ev = experiment.EvalOptions(args.iwae_samples, args.au_threshold, args.eval_batch_size, seed=args.seed)
+    diag = args.diagnostics or 0
+    if diag < 0 or diag == 1 or args.diagnostic_samples < 2:
+        raise ValueError(f"--diagnostics needs 0 (off) or >= 2 examples and --diagnostic-samples >= 2, "
+                         f"got {diag}, {args.diagnostic_samples}")
+    ev = experiment.EvalOptions(args.iwae_samples, args.au_threshold, args.eval_batch_size, seed=args.seed,
+                                diagnostics=diag, diagnostic_samples=args.diagnostic_samples)
     print(experiment.dumps(experiment.run_evaluate(args.checkpoint, data, ev, args.backend)))
     return 0
 

@@ -227,3 +227,20 @@ def load_dataset(name: str, data_dir: str | None = None, train_size: int | None 
                 setattr(ds, f"{part}_labels", labels[t])
     ds.info.update({"train_size": int(ds.train.shape[0]), "test_size": int(ds.test.shape[0])})
     return ds
+
+
+def validation_split(train: Tensor, fraction: float = 0.1, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Seeded split of a training set into ``(fit, validation)`` rows (for early stopping).
+
+    The validation part holds ``round(fraction · N)`` rows (at least 1) and the
+    fit part the rest (at least 1); the test split is never touched.
+    """
+    n = int(train.shape[0])
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {fraction}")
+    if n < 2:
+        raise ValueError(f"a validation split needs at least 2 training rows, got {n}")
+    perm = np.random.default_rng([int(seed), 0x5EED]).permutation(n)
+    n_val = min(n - 1, max(1, int(round(n * fraction))))
+    val, fit = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    return train[torch.from_numpy(fit)], train[torch.from_numpy(val)]

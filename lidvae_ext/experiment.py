@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import torch
 
 from . import metrics, report
-from .data import Dataset, load_dataset
+from .data import Dataset, load_dataset, validation_split
 from .ops import fused_available
 from .checkpoint import CheckpointError, resolve_checkpoint_path
 from .training import (
@@ -57,6 +57,9 @@ class EvalOptions:
     batch_size: int = 256
     mi_samples: int = 1
     seed: int = 0
+    au_thresholds: tuple[float, ...] = (0.001, 0.01, 0.1)
+    diagnostics: int = 0
+    diagnostic_samples: int = 500
 
 
 @dataclass
@@ -75,11 +78,14 @@ def _log(msg: str, stream: TextIO | None = None) -> None:
 
 def _train_one(spec: ModelSpec, ds: Dataset, data: DataOptions, model_opts: ModelOptions, train_cfg: TrainConfig,
                eval_opts: EvalOptions, out_dir: Path, resume: bool, evaluate: bool = True):
+    fit_x, stop_x = ds.train, None
+    if train_cfg.early_stopping is not None:
+        fit_x, stop_x = validation_split(ds.train, train_cfg.val_fraction, train_cfg.seed)
     torch.manual_seed(train_cfg.seed)  # identical encoder initialization for every model of a comparison
-    model = build_from_spec(spec, ds.dim, model_opts)
+    model = build_from_spec(spec, ds.dim, model_opts, train_x=fit_x)
     cfg = TrainConfig(**{**asdict(train_cfg), "desc": spec.name})
     extra = {"data": asdict(data), "spec": spec.name, "model_options": asdict(model_opts)}
-    result = train(model, ds.train, cfg, out_dir, val_x=ds.test, resume=resume, extra_state=extra)
+    result = train(model, fit_x, cfg, out_dir, val_x=ds.test, stop_x=stop_x, resume=resume, extra_state=extra)
     if result.resumed_from is not None:
         _log(f"[{spec.name}] resumed from epoch {result.resumed_from} ({out_dir})")
     out: dict[str, Any] = {}
@@ -88,9 +94,22 @@ def _train_one(spec: ModelSpec, ds: Dataset, data: DataOptions, model_opts: Mode
                                iwae_samples=eval_opts.iwae_samples, mi_samples=eval_opts.mi_samples,
                                batch_size=eval_opts.batch_size, seed=eval_opts.seed)
         out.update(seconds=result.seconds, epochs=result.epochs, model=spec.name, data=ds.name,
-                   train_size=int(ds.train.shape[0]), kl_weight=model.kl_weight,
-                   strong_convexity=model.config.get("strong_convexity"))
+                   train_size=int(fit_x.shape[0]), kl_weight=model.kl_weight,
+                   strong_convexity=model.config.get("strong_convexity"), beta=model.config.get("beta"),
+                   active_units_at=active_units_at(out["au_variance"], eval_opts.au_thresholds),
+                   best_epoch=result.best_epoch, stopped_epoch=result.stopped_epoch,
+                   val_size=None if stop_x is None else int(stop_x.shape[0]))
+        if eval_opts.diagnostics:
+            from .diagnostics import diagnose
+
+            out["diagnostics"] = diagnose(model, ds.test, num_examples=eval_opts.diagnostics,
+                                          posterior_samples=eval_opts.diagnostic_samples, seed=eval_opts.seed)
     return model, out, result
+
+
+def active_units_at(variances: list[float], thresholds: tuple[float, ...]) -> dict[str, int]:
+    """Active-unit counts #{d : Var_x(E_q[z_d|x]) ≥ t} for each threshold t (keys formatted ``%g``)."""
+    return {f"{t:g}": int(sum(v >= t for v in variances)) for t in thresholds}
 
 
 def run_train(spec: str, data: DataOptions, model_opts: ModelOptions, train_cfg: TrainConfig,
@@ -151,7 +170,15 @@ def run_evaluate(checkpoint: str | Path, data: DataOptions | None = None, eval_o
     out = metrics.evaluate(model, ds.test, au_threshold=eval_opts.au_threshold, iwae_samples=eval_opts.iwae_samples,
                            mi_samples=eval_opts.mi_samples, batch_size=eval_opts.batch_size, seed=eval_opts.seed)
     out.update(checkpoint=str(checkpoint), model=state.get("spec", state["model_config"]["model"]),
-               epochs=int(state["epoch"]), seconds=float(state["seconds"]), data=ds.name)
+               epochs=int(state["epoch"]), seconds=float(state["seconds"]), data=ds.name,
+               active_units_at=active_units_at(out["au_variance"], eval_opts.au_thresholds))
+    if "early_stopping" in state:
+        out.update(best_epoch=int(state["early_stopping"]["best_epoch"]))
+    if eval_opts.diagnostics:
+        from .diagnostics import diagnose
+
+        out["diagnostics"] = diagnose(model, ds.test, num_examples=eval_opts.diagnostics,
+                                      posterior_samples=eval_opts.diagnostic_samples, seed=eval_opts.seed)
     return out
 
 
@@ -180,6 +207,7 @@ def run_compare(specs: list[ModelSpec], data: DataOptions, model_opts: ModelOpti
         if info.is_main:
             results[spec.name] = m
             report.write_json(out / spec.name / "metrics.json", m)
+            report.write_json(out / spec.name / "history.json", result.history)
             _log(f"[{spec.name}] AU {m['active_units']}/{m['latent_dim']}, KL {m['kl']:.2f}, MI {m['mutual_info']:.2f}, "
                  f"IWAE NLL {m['iwae_nll']:.2f} (train {m['seconds']:.1f}s, eval {m['eval_seconds']:.1f}s)")
     if info.is_main:

@@ -318,6 +318,147 @@ class InjectiveLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, mode={self.mode!r}"
 
 
+BETA_MODES = ("fixed", "learned", "pca", "random")
+FIXED_ORTHONORMAL = ("pca", "random")
+
+
+def complete_orthonormal(beta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Compact-WY pieces of an orthogonal Q (D×D) whose first K columns are β (D×K).
+
+    β must have orthonormal columns. With ``(a, τ) = geqrf(β)`` the Householder
+    reflectors H_i = I − τ_i v_i v_iᵀ give Q = H_1⋯H_K = I − V T Vᵀ (V: D×K unit
+    lower trapezoidal, T: K×K upper triangular, the LAPACK ``larft`` recursion)
+    and β = Q[:, :K]·diag(s) with s = sign(diag R) (R is diagonal ±1 because β
+    is orthonormal).
+
+    Returns
+    -------
+    (V, T, s)
+        float64 tensors of shapes (D, K), (K, K), (K,).
+    """
+    if beta.dim() != 2 or beta.shape[0] < beta.shape[1]:
+        raise ValueError(f"beta must be a (D, K) matrix with D >= K, got {tuple(beta.shape)}")
+    b = beta.detach().double().cpu()
+    k = b.shape[1]
+    gram_err = float((b.t() @ b - torch.eye(k, dtype=b.dtype)).abs().max())
+    if gram_err > 1e-6:
+        raise ValueError(f"beta must have orthonormal columns (max |βᵀβ − I| = {gram_err:.3g})")
+    a, tau = torch.geqrf(b)
+    v = torch.tril(a, -1)
+    v[:k] += torch.eye(k, dtype=b.dtype)
+    t = torch.zeros(k, k, dtype=b.dtype)
+    for i in range(k):  # larft, forward/columnwise: T[:i, i] = −τ_i T[:i, :i] V[:, :i]ᵀ v_i
+        t[i, i] = tau[i]
+        if i:
+            t[:i, i] = -tau[i] * (t[:i, :i] @ (v[:, :i].t() @ v[:, i]))
+    signs = torch.where(torch.diagonal(a) >= 0, 1.0, -1.0).to(b.dtype)
+    return v, t, signs
+
+
+def random_orthonormal(out_features: int, in_features: int, seed: int = 0) -> Tensor:
+    """A seeded random (out × in) matrix with orthonormal columns (QR of a Gaussian matrix, signs fixed)."""
+    g = torch.Generator().manual_seed(int(seed))
+    q, r = torch.linalg.qr(torch.randn(out_features, in_features, generator=g, dtype=torch.float64))
+    return q * torch.where(torch.diagonal(r) >= 0, 1.0, -1.0)
+
+
+class OrthonormalEmbedding(nn.Module):
+    """A fixed β (D×K) with orthonormal columns, applied as β = Q[I; 0] (Q orthogonal).
+
+    The decoder ∇ψ₂(βu) with ψ₂(y) = ψ̃(Qᵀy) equals Q·∇ψ̃([s ⊙ u; 0]): the
+    zero-padded map of the ICNN ψ̃ followed by Q = I − V T Vᵀ (two B×D×K
+    products). ψ₂ is an ICNN with input weights ÃQᵀ, so the model class is the
+    paper's. V, T, s and β are buffers (saved in checkpoints); a ``"pca"``
+    embedding starts unfitted and must get its basis from
+    :meth:`set_basis` (or a checkpoint) before use.
+    """
+
+    def __init__(self, in_features: int, out_features: int, mode: str = "random", seed: int = 0) -> None:
+        super().__init__()
+        _check_positive_int("in_features", in_features)
+        _check_positive_int("out_features", out_features)
+        if out_features < in_features:
+            raise ValueError(f"need out_features >= in_features, got in_features={in_features}, "
+                             f"out_features={out_features}")
+        if mode not in FIXED_ORTHONORMAL:
+            raise ValueError(f"mode must be one of {FIXED_ORTHONORMAL}, got {mode!r}")
+        self.in_features, self.out_features, self.mode = in_features, out_features, mode
+        self.register_buffer("V", torch.zeros(out_features, in_features))
+        self.register_buffer("T", torch.zeros(in_features, in_features))
+        self.register_buffer("signs", torch.ones(in_features))
+        self.register_buffer("fitted", torch.tensor(False))
+        if mode == "random":
+            self.set_basis(random_orthonormal(out_features, in_features, seed))
+
+    @torch.no_grad()
+    def set_basis(self, beta: Tensor) -> None:
+        """Use ``beta`` (D×K, orthonormal columns) as the embedding."""
+        if tuple(beta.shape) != (self.out_features, self.in_features):
+            raise ValueError(f"beta must have shape ({self.out_features}, {self.in_features}), got {tuple(beta.shape)}")
+        v, t, s = complete_orthonormal(beta)
+        self.V.copy_(v)
+        self.T.copy_(t)
+        self.signs.copy_(s)
+        self.fitted.fill_(True)
+
+    def _check_fitted(self) -> None:
+        if not bool(self.fitted):
+            raise RuntimeError("the 'pca' β embedding has no basis yet: call set_basis(fit_beta(...)) or "
+                               "load a checkpoint that holds it")
+
+    def rotate(self, w: Tensor) -> Tensor:
+        """Q w = w − V T Vᵀ w for rows w of shape (..., D)."""
+        self._check_fitted()
+        v, t = self.V.to(w.dtype), self.T.to(w.dtype)
+        return w - ((w @ v) @ t.t()) @ v.t()
+
+    def rotate_transpose(self, y: Tensor) -> Tensor:
+        """Qᵀ y = y − V Tᵀ Vᵀ y for rows y of shape (..., D)."""
+        self._check_fitted()
+        v, t = self.V.to(y.dtype), self.T.to(y.dtype)
+        return y - ((y @ v) @ t) @ v.t()
+
+    def scale_signs(self, u: Tensor) -> Tensor:
+        return u * self.signs.to(u.dtype)
+
+    def weight(self) -> Tensor:
+        """The (D × K) matrix β = Q[:, :K] diag(s) the decoder uses."""
+        eye = torch.eye(self.out_features, self.in_features, dtype=self.V.dtype, device=self.V.device)
+        return self.rotate(eye.t()).t() * self.signs
+
+    def forward(self, u: Tensor) -> Tensor:
+        """β u (dense; the decoder itself never forms it)."""
+        return u @ self.weight().to(u.dtype).t()
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, mode={self.mode!r}"
+
+
+def fit_beta(mode: str, train_x: Tensor | None, latent_dim: int, seed: int = 0) -> Tensor | None:
+    """The data-dependent β of a :class:`LIDDecoder`: None for ``fixed``/``learned``/``random``.
+
+    ``"pca"``: the top-``latent_dim`` principal directions of ``train_x`` (the
+    training split only; N×D, centred in float64), each column's sign fixed so
+    its largest-magnitude entry is positive. Needs N ≥ 2 and D ≥ K.
+    """
+    if mode not in BETA_MODES:
+        raise ValueError(f"beta must be one of {BETA_MODES}, got {mode!r}")
+    if mode != "pca":
+        return None
+    if train_x is None or train_x.dim() != 2 or train_x.shape[0] < 2 or train_x.shape[1] < latent_dim:
+        shape = None if train_x is None else tuple(train_x.shape)
+        raise ValueError(f"beta='pca' needs training data of shape (N >= 2, D >= {latent_dim}), got {shape}")
+    x = train_x.detach().double().cpu()
+    x = x - x.mean(0)
+    _, _, vh = torch.linalg.svd(x, full_matrices=False)
+    basis = vh[:latent_dim].t().contiguous()
+    if basis.shape[1] < latent_dim:
+        raise ValueError(f"beta='pca' needs min(N, D) >= latent_dim={latent_dim}, got data {tuple(train_x.shape)}")
+    idx = basis.abs().argmax(0)
+    sign = torch.sign(basis[idx, torch.arange(latent_dim)])
+    return basis * torch.where(sign == 0, 1.0, sign)
+
+
 class LIDDecoder(nn.Module):
     """Latent-identifiable decoder z ↦ ∇ψ₂(β·∇ψ₁(z)) (Wang, Blei & Cunningham 2021).
 
@@ -338,10 +479,17 @@ class LIDDecoder(nn.Module):
         α of both ICNNs.
     backend : {"auto", "fused", "reference"}
         See :class:`BrenierMap`.
-    beta : {"fixed", "learned"}
-        β = [I; 0] or a learned full-column-rank :class:`InjectiveLinear`.
+    beta : {"fixed", "learned", "pca", "random"}
+        β = [I; 0], a learned full-column-rank :class:`InjectiveLinear`, or a
+        fixed :class:`OrthonormalEmbedding`: the training data's top-K principal
+        directions (``"pca"``, pass ``beta_basis`` from :func:`fit_beta`, or load
+        a checkpoint) or a seeded random orthonormal one (``"random"``).
     activation, negative_slope, positivity
         Passed to both ICNNs.
+    beta_basis : Tensor, optional
+        (D×K) orthonormal columns for ``beta="pca"`` (or to override ``"random"``).
+    beta_seed : int, default 0
+        Seed of the ``"random"`` embedding.
     """
 
     def __init__(
@@ -356,6 +504,8 @@ class LIDDecoder(nn.Module):
         activation: str = "leaky_relu",
         negative_slope: float = 0.2,
         positivity: str = "softplus",
+        beta_basis: Tensor | None = None,
+        beta_seed: int = 0,
     ) -> None:
         super().__init__()
         _check_positive_int("latent_dim", latent_dim)
@@ -372,11 +522,23 @@ class LIDDecoder(nn.Module):
         )
         self.latent_dim, self.out_dim = latent_dim, out_dim
         self.latent_map = BrenierMap(latent_dim, **common)
-        self.beta = InjectiveLinear(latent_dim, out_dim, mode=beta)
+        if beta not in BETA_MODES:
+            raise ValueError(f"beta must be one of {BETA_MODES}, got {beta!r}")
+        self.beta: nn.Module
+        if beta in FIXED_ORTHONORMAL:
+            self.beta = OrthonormalEmbedding(latent_dim, out_dim, mode=beta, seed=beta_seed)
+            if beta_basis is not None:
+                self.beta.set_basis(beta_basis)
+        else:
+            if beta_basis is not None:
+                raise ValueError(f"beta_basis is only used with beta in {FIXED_ORTHONORMAL}, got beta={beta!r}")
+            self.beta = InjectiveLinear(latent_dim, out_dim, mode=beta)
         self.data_map = BrenierMap(out_dim, **common)
 
     def forward(self, z: Tensor) -> Tensor:
         latent = self.latent_map(z)
         if self.beta.mode == "fixed":  # β = [I; 0]: let the kernel skip the zero columns
             return self.data_map.map_zero_padded(latent)
+        if self.beta.mode in FIXED_ORTHONORMAL:  # β = Q[I; 0]: padded map of ψ̃, then Q
+            return self.beta.rotate(self.data_map.map_zero_padded(self.beta.scale_signs(latent)))
         return self.data_map(self.beta(latent))

@@ -25,13 +25,27 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def markdown_table(report: dict[str, dict[str, Any]]) -> str:
-    """One row per model: AU, KL, MI, −ELBO, IWAE NLL, training seconds."""
-    lines = ["| model | active units | KL (nats) | MI (nats) | −ELBO (nats) | IWAE NLL (nats) | train time (s) |",
-             "|---|---|---|---|---|---|---|"]
+    """One row per model: AU, KL, MI, −ELBO, IWAE NLL, training seconds.
+
+    When the metrics hold them, also AU at every threshold of ``active_units_at``
+    and the best/last epoch of an early-stopped run.
+    """
+    first = next(iter(report.values()), {})
+    thresholds = list(first.get("active_units_at", {}))
+    stopped = any(m.get("best_epoch") is not None for m in report.values())
+    head = "| model | active units |" + "".join(f" AU≥{t} |" for t in thresholds)
+    head += " KL (nats) | MI (nats) | −ELBO (nats) | IWAE NLL (nats) | train time (s) |"
+    head += " best / last epoch |" if stopped else ""
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, m in report.items():
-        lines.append(
-            f"| {name} | {m['active_units']}/{m['latent_dim']} | {m['kl']:.2f} | {m['mutual_info']:.2f} "
-            f"| {m['neg_elbo']:.2f} | {m['iwae_nll']:.2f} | {m['seconds']:.1f} |")
+        k = m["latent_dim"]
+        row = f"| {name} | {m['active_units']}/{k} |"
+        row += "".join(f" {m.get('active_units_at', {}).get(t, '–')}/{k} |" for t in thresholds)
+        row += (f" {m['kl']:.2f} | {m['mutual_info']:.2f} | {m['neg_elbo']:.2f} | {m['iwae_nll']:.2f} "
+                f"| {m['seconds']:.1f} |")
+        if stopped:
+            row += f" {m.get('best_epoch', '–')} / {m.get('epochs', '–')} |"
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -82,6 +96,42 @@ def plot_kl_per_dim(report: dict[str, dict[str, Any]], path: str | os.PathLike, 
         ax.set_ylabel("KL (nats)")
         ax.set_xlim(0.3, len(kl) + 0.7)
     axes[-1, 0].set_xlabel("latent dimension (sorted by KL; grey = inactive)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_diagnostics(report: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path | None:
+    """Per-dimension expected Fisher information and exact-posterior vs q spread, one row per model.
+
+    Dimensions are sorted by the model's KL per dimension (descending), as in
+    ``kl_per_dim.png``. Returns None when no model has ``diagnostics``.
+    """
+    names = [n for n, m in report.items() if m.get("diagnostics")]
+    if not names:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(len(names), 2, figsize=(12, 2.4 * len(names) + 0.6), squeeze=False)
+    for row, name in enumerate(names):
+        m, d = report[name], report[name]["diagnostics"]
+        order = sorted(range(len(m["kl_per_dim"])), key=lambda i: -m["kl_per_dim"][i])
+        xs = range(1, len(order) + 1)
+        ax = axes[row, 0]
+        ax.semilogy(xs, [max(d["fisher"][i], 1e-12) for i in order], "o-", ms=3, label="Fisher F_kk")
+        ax.semilogy(xs, [max(d["sensitivity"][i], 1e-12) for i in order], "s--", ms=3, label="E‖∂η/∂z_k‖²")
+        ax.set_title(f"{name}: decoder sensitivity per dimension", fontsize=10)
+        ax.legend(fontsize=8)
+        ax = axes[row, 1]
+        ax.plot(xs, [d["exact_var"][i] for i in order], "o-", ms=3, label="exact E_x Var[z_k|x] (SNIS)")
+        ax.plot(xs, [d["q_var"][i] for i in order], "s--", ms=3, label="q: E_x σ²_k")
+        ax.plot(xs, [d["exact_mean_var"][i] for i in order], "^-", ms=3, label="exact Var_x E[z_k|x]")
+        ax.plot(xs, [d["q_mean_var"][i] for i in order], "v--", ms=3, label="q: Var_x μ_k")
+        ax.axhline(1.0, color="gray", lw=0.8)
+        ax.set_title(f"{name}: posterior spread (ESS mean {d['ess_mean']:.0f} of {d['num_samples']})", fontsize=10)
+        ax.legend(fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("latent dimension (sorted by KL)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -167,6 +217,9 @@ def write_figures(models: dict[str, Any], test_x: Tensor, report: dict[str, dict
     """All comparison figures into ``out_dir``; returns their paths."""
     out = Path(out_dir)
     paths = [plot_kl_per_dim(report, out / "kl_per_dim.png")]
+    diag = plot_diagnostics(report, out / "diagnostics.png")
+    if diag is not None:
+        paths.append(diag)
     x = test_x[:n_recon]
     recons, samples = {}, {}
     for name, model in models.items():

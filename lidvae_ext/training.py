@@ -35,6 +35,7 @@ from .checkpoint import (  # re-exported: checkpoint I/O lived here before lidva
 )
 from .errors import TrainingDiverged
 from .models import LIDVAE, VAE, LatentVariableModel
+from .nn import BETA_MODES, fit_beta
 
 
 # ----------------------------------------------------------------------------- model specs
@@ -44,7 +45,8 @@ class ModelSpec:
 
     Grammar: ``base[-modifier]*`` with base ``vae``, ``lidvae`` or ``betavae<w>``
     (a VAE with KL weight w) and modifiers ``alpha<a>`` (strong convexity),
-    ``kl<w>`` (KL weight), ``learned``/``fixed`` (the β map of the LIDVAE).
+    ``kl<w>`` (KL weight), ``fixed``/``learned``/``pca``/``random`` (the β map of
+    the LIDVAE; see :class:`lidvae_ext.LIDDecoder`).
     """
 
     name: str
@@ -66,16 +68,17 @@ class ModelSpec:
             spec = cls(name, base)
         else:
             raise ValueError(f"unknown model {text!r}: expected vae, lidvae or betavae<w> "
-                             "with optional -alpha<a>, -kl<w>, -learned, -fixed")
+                             "with optional -alpha<a>, -kl<w>, -fixed, -learned, -pca, -random")
         for mod in mods:
             if (m := re.fullmatch(r"alpha" + number, mod)) and spec.model == "lidvae":
                 spec.strong_convexity = float(m.group(1))
             elif m := re.fullmatch(r"kl" + number, mod):
                 spec.kl_weight = float(m.group(1))
-            elif mod in ("learned", "fixed") and spec.model == "lidvae":
+            elif mod in BETA_MODES and spec.model == "lidvae":
                 spec.beta = mod
             else:
-                raise ValueError(f"bad modifier {mod!r} in model {text!r} (alpha/learned/fixed are LIDVAE-only)")
+                raise ValueError(f"bad modifier {mod!r} in model {text!r} (alpha/{'/'.join(BETA_MODES)} are "
+                                 "LIDVAE-only)")
         return spec
 
 
@@ -90,12 +93,15 @@ def parse_model_list(text: str) -> list[ModelSpec]:
 
 @dataclass
 class ModelOptions:
-    """Architecture options shared by every model of a run.
+    """Architecture options shared by every model of a run — the single source of the defaults.
 
-    Defaults: the reference setup (MLPs 256×2, ICNN width 128, L = 2, β = [I; 0])
-    with strong convexity α = 0.5, chosen from the sweeps in docs/results.md
-    (α = 0.5 keeps all 32 digits latents active at +1% IWAE NLL and 45/64
-    Fashion-MNIST latents, where α = 0.1 keeps 25/64 and α = 0 fewer).
+    Defaults: MLPs 256×2, ICNN width 128, L = 2, strong convexity α = 0.5 and
+    β = ``"pca"``: a fixed embedding on the training split's top-K principal
+    directions (fitted by :func:`lidvae_ext.nn.fit_beta` in
+    :func:`lid_decoder_options`). β = [I; 0] (``"fixed"``) puts the decoder's
+    guaranteed sensitivity on the first K data coordinates — on 28×28 images
+    the always-0 top rows, where it carries no likelihood information — and
+    loses active units at convergence (docs/results.md, issue #9).
     """
 
     latent_dim: int = 32
@@ -104,7 +110,7 @@ class ModelOptions:
     icnn_hidden: int = 128
     icnn_layers: int = 2
     strong_convexity: float = 0.5
-    beta: str = "fixed"
+    beta: str = "pca"
     backend: str = "auto"
     likelihood: str = "bernoulli"
     binarize: bool = False
@@ -113,16 +119,35 @@ class ModelOptions:
     activation: str = "relu"
 
 
-def build_from_spec(spec: ModelSpec, data_dim: int, opts: ModelOptions) -> LatentVariableModel:
-    """Instantiate the model a :class:`ModelSpec` names, with the run's options."""
+def build_from_spec(spec: ModelSpec, data_dim: int, opts: ModelOptions,
+                    train_x: Tensor | None = None) -> LatentVariableModel:
+    """Instantiate the model a :class:`ModelSpec` names, with the run's options.
+
+    ``train_x`` (the training split, N×D) is needed by a data-dependent β
+    (``"pca"``): :func:`lidvae_ext.nn.fit_beta` fits it there, and only there.
+    """
     common = dict(data_dim=data_dim, latent_dim=opts.latent_dim, encoder_hidden=tuple(opts.encoder_hidden),
                   likelihood=opts.likelihood, kl_weight=spec.kl_weight, binarize=opts.binarize,
                   gaussian_std=opts.gaussian_std, learn_std=opts.learn_std, activation=opts.activation)
     if spec.model == "vae":
         return VAE(decoder_hidden=tuple(opts.decoder_hidden), **common)
-    alpha = opts.strong_convexity if spec.strong_convexity is None else spec.strong_convexity
-    return LIDVAE(icnn_hidden=opts.icnn_hidden, icnn_layers=opts.icnn_layers, strong_convexity=alpha,
-                  beta=spec.beta or opts.beta, backend=opts.backend, **common)
+    return LIDVAE(**lid_decoder_options(opts, train_x, spec.strong_convexity, spec.beta), **common)
+
+
+def lid_decoder_options(opts: ModelOptions, train_x: Tensor | None = None, strong_convexity: float | None = None,
+                        beta: str | None = None) -> dict[str, Any]:
+    """Keyword arguments of the LIDVAE decoder (``icnn_hidden``, ``icnn_layers``, ``strong_convexity``,
+    ``beta``, ``backend``, ``beta_basis``) from the run's options — the one place the LIDVAE
+    decoder defaults are resolved (any model with a :class:`lidvae_ext.LIDDecoder` should use it).
+
+    ``strong_convexity``/``beta`` override the options (a model name's modifiers);
+    a data-dependent β (``"pca"``) is fitted on ``train_x`` (the training split) by
+    :func:`lidvae_ext.nn.fit_beta`.
+    """
+    alpha = opts.strong_convexity if strong_convexity is None else strong_convexity
+    beta = beta or opts.beta
+    return dict(icnn_hidden=opts.icnn_hidden, icnn_layers=opts.icnn_layers, strong_convexity=alpha, beta=beta,
+                backend=opts.backend, beta_basis=fit_beta(beta, train_x, opts.latent_dim))
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -175,7 +200,13 @@ def default_num_threads(world_size: int = 1) -> int:
 # ----------------------------------------------------------------------------- training
 @dataclass
 class TrainConfig:
-    """Optimization settings (defaults: the reference digits setup)."""
+    """Optimization settings (defaults: the reference digits setup).
+
+    ``early_stopping`` = patience P: stop when the validation −ELBO has not
+    improved for P epochs and restore the best epoch's weights (``epochs`` is
+    then the maximum). ``val_fraction`` is the share of the training split
+    held out for it (see :func:`lidvae_ext.data.validation_split`).
+    """
 
     epochs: int = 150
     batch_size: int = 128
@@ -186,6 +217,8 @@ class TrainConfig:
     grad_clip: float | None = None
     progress: bool = True
     desc: str = "train"
+    early_stopping: int | None = None
+    val_fraction: float = 0.1
 
 
 @dataclass
@@ -197,6 +230,8 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     checkpoint: Path | None = None
     resumed_from: int | None = None
+    best_epoch: int | None = None
+    stopped_epoch: int | None = None
 
 
 def _unwrap(model: nn.Module) -> LatentVariableModel:
@@ -207,6 +242,29 @@ def _unwrap(model: nn.Module) -> LatentVariableModel:
 def _finite_parameters(model: nn.Module) -> bool:
     """Whether every parameter is finite (a finite loss can still be followed by a step to NaN weights)."""
     return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.is_floating_point())
+
+
+@torch.no_grad()
+def validation_loss(model: LatentVariableModel, x: Tensor, seed: int = 0, batch_size: int = 1024) -> float:
+    """−ELBO (β = 1, one sample, noise seeded by ``seed``) of ``model`` on prepared ``x``: the early-stopping score."""
+    was = model.training
+    model.eval()
+    try:
+        gen = torch.Generator().manual_seed(int(seed))
+        total = 0.0
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i:i + batch_size]
+            mean, logvar = model.encode(xb)
+            eps = torch.randn(mean.shape, generator=gen, dtype=mean.dtype).to(mean.device)
+            terms = model.loss_terms(xb, eps)
+            total += float((terms["rec"] + terms["kl"]).double().sum())
+    finally:
+        model.train(was)
+    return total / max(1, x.shape[0])
+
+
+def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 @torch.no_grad()
@@ -221,7 +279,8 @@ def _active_units(model: LatentVariableModel, x: Tensor, threshold: float) -> in
 
 
 def train(model: LatentVariableModel, train_x: Tensor, config: TrainConfig, out_dir: str | os.PathLike | None = None,
-          *, val_x: Tensor | None = None, resume: bool = False, extra_state: dict[str, Any] | None = None,
+          *, val_x: Tensor | None = None, stop_x: Tensor | None = None, resume: bool = False,
+          extra_state: dict[str, Any] | None = None,
           on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
     """Train ``model`` with Adam on the negative (β-)ELBO.
 
@@ -237,6 +296,9 @@ def train(model: LatentVariableModel, train_x: Tensor, config: TrainConfig, out_
         epochs and at the end). None: no checkpoints.
     val_x : Tensor, optional
         Held-out data for the active-unit count shown on the progress bar.
+    stop_x : Tensor, optional
+        Validation data (carved from the training split, never the test set)
+        for early stopping; required when ``config.early_stopping`` is set.
     resume : bool
         Continue from ``out_dir/checkpoint.pt`` if it exists. Batch order and
         noise are seeded per epoch, so an interrupted-and-resumed run follows
@@ -265,12 +327,18 @@ def train(model: LatentVariableModel, train_x: Tensor, config: TrainConfig, out_
     """
     if config.epochs < 0 or config.batch_size < 1:
         raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {config.epochs}, {config.batch_size}")
+    patience = config.early_stopping
+    if patience is not None and (not isinstance(patience, int) or isinstance(patience, bool) or patience < 1):
+        raise ValueError(f"early_stopping (patience) must be a positive integer or None, got {patience!r}")
+    if patience is not None and (stop_x is None or stop_x.shape[0] < 1):
+        raise ValueError("early_stopping needs validation data (stop_x) with at least one row")
     info = current_dist()
     device = next(model.parameters()).device
     ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     start_epoch, seconds, history, resumed_from = 0, 0.0, [], None
     saved_epoch: int | None = None  # epoch of the last checkpoint this run wrote (or resumed from)
+    best_loss, best_epoch, stale, stopped, best_state = math.inf, 0, 0, None, None
     if resume and ckpt_path is not None and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
         check_resume(state, ckpt_path, model.config, dataclasses.asdict(config), (extra_state or {}).get("data"))
@@ -278,12 +346,23 @@ def train(model: LatentVariableModel, train_x: Tensor, config: TrainConfig, out_
         start_epoch, seconds = int(state["epoch"]), float(state["seconds"])
         history, resumed_from = list(state.get("history", [])), start_epoch
         saved_epoch = start_epoch
+        if patience is not None:
+            if "early_stopping" not in state:
+                raise CheckpointError(ckpt_path, "cannot resume with --early-stopping: this run was trained "
+                                                 "without it (resume without --early-stopping, or start a new run)")
+            es = state["early_stopping"]
+            best_loss, best_epoch = float(es["best_loss"]), int(es["best_epoch"])
+            stale, stopped = int(es["stale"]), es["stopped"]
+            best_state = es["best_state"]
     net: nn.Module = model
     if info.world_size > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     val_prepared = None
     if val_x is not None:
         val_prepared = model.likelihood.fixed_targets(val_x, config.seed).to(device)
+    stop_prepared = None
+    if patience is not None:
+        stop_prepared = model.likelihood.fixed_targets(stop_x, config.seed + 1).to(device)
 
     def checkpoint(epoch: int) -> None:
         nonlocal saved_epoch
@@ -292,10 +371,14 @@ def train(model: LatentVariableModel, train_x: Tensor, config: TrainConfig, out_
         saved_epoch = epoch
         if not info.is_main:
             return
+        es = {}
+        if patience is not None:
+            es = {"early_stopping": {"patience": patience, "best_loss": best_loss, "best_epoch": best_epoch,
+                                     "stale": stale, "stopped": stopped, "best_state": best_state}}
         save_checkpoint(ckpt_path, {
             "format": CHECKPOINT_FORMAT, "model_config": model.config, "model_state": model.state_dict(),
             "optimizer_state": optimizer.state_dict(), "epoch": epoch, "seconds": seconds,
-            "history": history, "train_config": dataclasses.asdict(config), **(extra_state or {}),
+            "history": history, "train_config": dataclasses.asdict(config), **(extra_state or {}), **es,
         })
 
     def diverged(epoch: int, loss: float | None, what: str) -> TrainingDiverged:
@@ -311,7 +394,7 @@ def train(model: LatentVariableModel, train_x: Tensor, config: TrainConfig, out_
                    unit="epoch", dynamic_ncols=True)
     model.train()
     try:
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in range(start_epoch, config.epochs if stopped is None else start_epoch):
             t0 = time.perf_counter()
             order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
             torch.manual_seed((config.seed * 1_000_003 + epoch) * 4099 + info.rank)  # noise / binarization
@@ -342,8 +425,22 @@ def train(model: LatentVariableModel, train_x: Tensor, config: TrainConfig, out_
             record = {"epoch": epoch + 1, "loss": rec + kl, "rec": rec, "kl": kl, "seconds": seconds}
             if val_prepared is not None and info.is_main:
                 record["au"] = _active_units(model, val_prepared, config.au_threshold)
+            if stop_prepared is not None:
+                # every rank scores the same validation set, so all ranks take the same decision
+                vloss = validation_loss(model, stop_prepared, config.seed)
+                record["val_loss"] = vloss
+                if vloss < best_loss:
+                    best_loss, best_epoch, stale, best_state = vloss, epoch + 1, 0, _cpu_state(model)
+                else:
+                    stale += 1
+                if stale >= patience:
+                    stopped = epoch + 1
             history.append(record)
-            if (epoch + 1) % max(1, config.checkpoint_every) == 0 or epoch + 1 == config.epochs:
+            last = epoch + 1 == config.epochs or stopped is not None
+            if stopped is not None or (last and patience is not None):
+                stopped = epoch + 1
+                model.load_state_dict(best_state)  # the best epoch's weights, restored before the final checkpoint
+            if (epoch + 1) % max(1, config.checkpoint_every) == 0 or last:
                 checkpoint(epoch + 1)
             if bar is not None:
                 bar.update(1)
@@ -353,10 +450,14 @@ def train(model: LatentVariableModel, train_x: Tensor, config: TrainConfig, out_
                 bar.set_postfix(post, refresh=False)
             if on_epoch is not None:
                 on_epoch(record)
+            if stopped is not None:
+                break
     finally:
         if bar is not None:
             bar.close()
     if start_epoch >= config.epochs and ckpt_path is not None and not ckpt_path.is_file():
         checkpoint(start_epoch)
     barrier()
-    return TrainResult(max(start_epoch, config.epochs), seconds, history, ckpt_path, resumed_from)
+    done = stopped if stopped is not None else max(start_epoch, config.epochs)
+    return TrainResult(done, seconds, history, ckpt_path, resumed_from,
+                       best_epoch=best_epoch if patience is not None else None, stopped_epoch=stopped)

@@ -172,9 +172,9 @@ def test_model_specs():
         parse_model_list("vae,vae")
     opts = ModelOptions(latent_dim=3, encoder_hidden=(8,), decoder_hidden=(8,), icnn_hidden=8,
                         strong_convexity=0.2, backend="reference")
-    m = build_from_spec(ModelSpec.parse("lidvae"), 12, opts)
+    m = build_from_spec(ModelSpec.parse("lidvae"), 12, opts, train_x=torch.rand(20, 12))
     assert m.config["strong_convexity"] == 0.2  # run default
-    m = build_from_spec(ModelSpec.parse("lidvae-alpha0"), 12, opts)
+    m = build_from_spec(ModelSpec.parse("lidvae-alpha0-fixed"), 12, opts)
     assert m.config["strong_convexity"] == 0.0  # explicit override
     m = build_from_spec(ModelSpec.parse("betavae0.5"), 12, opts)
     assert isinstance(m, VAE) and m.kl_weight == 0.5

@@ -203,8 +203,13 @@ class LIDVAE(LatentVariableModel):
         Width and depth L of both ICNNs of :class:`lidvae_ext.LIDDecoder`.
     strong_convexity : float, default 0.0
         α ≥ 0 for both ICNNs (α > 0: inverse-Lipschitz variant, Kinoshita et al. 2023).
-    beta : {"fixed", "learned"}
-        β = [I; 0] or a learned full-column-rank map.
+    beta : {"fixed", "learned", "pca", "random"}
+        β = [I; 0], a learned full-column-rank map, or a fixed orthonormal one
+        (the training data's principal directions, ``beta_basis``, or a seeded
+        random one); see :class:`lidvae_ext.LIDDecoder`.
+    beta_basis : Tensor, optional
+        The (D×K) basis of ``beta="pca"`` (:func:`lidvae_ext.nn.fit_beta`); when
+        rebuilding from a checkpoint it comes with the state dict instead.
     backend : {"auto", "fused", "reference"}
         Brenier-map implementation.
     likelihood, kl_weight, binarize, gaussian_std, learn_std, encoder, activation
@@ -215,12 +220,13 @@ class LIDVAE(LatentVariableModel):
                  icnn_hidden: int = 128, icnn_layers: int = 2, strong_convexity: float = 0.0,
                  beta: str = "fixed", backend: str = "auto", likelihood: str | Likelihood = "bernoulli",
                  kl_weight: float = 1.0, binarize: bool = False, gaussian_std: float = 0.1,
-                 learn_std: bool = False, encoder: nn.Module | None = None, activation: str = "relu") -> None:
+                 learn_std: bool = False, encoder: nn.Module | None = None, activation: str = "relu",
+                 beta_basis: Tensor | None = None) -> None:
         lik = likelihood if isinstance(likelihood, Likelihood) else make_likelihood(
             likelihood, data_dim, binarize, gaussian_std, learn_std)
         enc = encoder if encoder is not None else GaussianMLPEncoder(data_dim, latent_dim, encoder_hidden, activation)
         dec = LIDDecoder(latent_dim, data_dim, hidden=icnn_hidden, num_layers=icnn_layers,
-                         strong_convexity=strong_convexity, backend=backend, beta=beta)
+                         strong_convexity=strong_convexity, backend=backend, beta=beta, beta_basis=beta_basis)
         super().__init__(enc, dec, lik, latent_dim, kl_weight)
         self.config = {"model": "lidvae", "data_dim": data_dim, "latent_dim": latent_dim,
                        "encoder_hidden": list(encoder_hidden), "icnn_hidden": icnn_hidden,

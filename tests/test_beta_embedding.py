@@ -1,0 +1,126 @@
+"""The fixed orthonormal β embeddings ('pca', 'random') of LIDDecoder: exactness, speed path, checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lidvae_ext import ops, reference
+from lidvae_ext.models import LIDVAE, build_model
+from lidvae_ext.nn import LIDDecoder, complete_orthonormal, fit_beta, random_orthonormal
+from lidvae_ext.training import ModelOptions, ModelSpec, build_from_spec, load_checkpoint, model_from_checkpoint, train
+from lidvae_ext.training import TrainConfig
+
+needs_fused = pytest.mark.skipif(not ops.fused_available("cpu"), reason="compiled extension not built")
+
+
+def _pca_basis(d, k, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(50, k, generator=g, dtype=torch.float64) @ torch.randn(k, d, generator=g, dtype=torch.float64)
+    return fit_beta("pca", x + 0.01 * torch.randn(50, d, generator=g, dtype=torch.float64), k)
+
+
+def _decoder(beta, k=3, d=9, backend="auto"):
+    torch.manual_seed(0)
+    dec = LIDDecoder(k, d, hidden=6, strong_convexity=0.3, beta=beta, backend=backend, beta_seed=4).double()
+    basis = _pca_basis(d, k) if beta == "pca" else random_orthonormal(d, k, 4)
+    dec.beta.set_basis(basis)  # in float64 (the float32 buffers of the constructor are rounded)
+    return dec, basis
+
+
+@pytest.mark.parametrize("d,k", [(9, 3), (12, 12), (40, 7)])
+def test_complete_orthonormal_gives_orthogonal_q_with_beta_first(d, k):
+    beta = random_orthonormal(d, k, seed=d)
+    v, t, s = complete_orthonormal(beta)
+    q = torch.eye(d, dtype=torch.float64) - v @ t @ v.t()
+    torch.testing.assert_close(q.t() @ q, torch.eye(d, dtype=torch.float64), rtol=0, atol=1e-13)
+    torch.testing.assert_close(q[:, :k] * s, beta, rtol=0, atol=1e-13)
+
+
+def test_complete_orthonormal_rejects_non_orthonormal():
+    with pytest.raises(ValueError, match="orthonormal"):
+        complete_orthonormal(2.0 * random_orthonormal(6, 2))
+    with pytest.raises(ValueError, match="D >= K"):
+        complete_orthonormal(torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("beta", ["pca", "random"])
+@pytest.mark.parametrize("backend", ["reference"] + (["fused"] if ops.fused_available("cpu") else []))
+def test_decoder_equals_dense_brenier_map_of_beta_u(beta, backend):
+    """decoder(z) = ∇ψ₂(β u), u = ∇ψ₁(z), ψ₂(y) = ψ̃(Qᵀ y) with a dense Q built independently."""
+    dec, basis = _decoder(beta, backend=backend)
+    w = dec.beta.weight()
+    torch.testing.assert_close(w, basis, rtol=0, atol=1e-13)  # the β the decoder uses is the given one
+    torch.testing.assert_close(w.t() @ w, torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-13)
+    a, tau = torch.geqrf(basis)
+    q = torch.linalg.householder_product(torch.cat([a, torch.zeros(9, 6, dtype=a.dtype)], 1),
+                                         torch.cat([tau, torch.zeros(6, dtype=tau.dtype)]))
+    z = torch.randn(13, 3, dtype=torch.float64)
+    u = reference.icnn_map(z, *dec.latent_map.icnn.weights(), *dec.latent_map.icnn.hyper())
+    y = (u @ w.t()).requires_grad_()
+    icnn = dec.data_map.icnn
+    psi2 = reference.icnn_potential(y @ q, *icnn.weights(), *icnn.hyper())  # ψ̃(Qᵀy) row-wise
+    dense, = torch.autograd.grad(psi2.sum(), y)
+    torch.testing.assert_close(dec(z), dense, rtol=1e-10, atol=1e-12)
+
+
+@needs_fused
+@pytest.mark.parametrize("beta", ["pca", "random"])
+def test_fused_matches_reference_with_orthonormal_beta(beta):
+    z = torch.randn(11, 3, dtype=torch.float64)
+    target = torch.rand(11, 9, dtype=torch.float64)
+    results = {}
+    for backend in ("fused", "reference"):
+        dec, _ = _decoder(beta, backend=backend)
+        loss = ((dec(z) - target) ** 2).sum()
+        results[backend] = (loss, torch.autograd.grad(loss, list(dec.parameters())))
+    torch.testing.assert_close(results["fused"][0], results["reference"][0], rtol=1e-11, atol=0)
+    for gf, gr in zip(results["fused"][1], results["reference"][1]):
+        torch.testing.assert_close(gf, gr, rtol=1e-9, atol=1e-11)
+
+
+def test_fit_beta_pca_is_the_top_principal_directions():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 6, generator=g, dtype=torch.float64) * torch.tensor([5.0, 0.1, 3.0, 0.2, 1.0, 0.3],
+                                                                              dtype=torch.float64)
+    b = fit_beta("pca", x, 3)
+    torch.testing.assert_close(b.t() @ b, torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-12)
+    assert b.abs().argmax(0).tolist() == [0, 2, 4]  # variance order 5 > 3 > 1 along the axes
+    assert (b[b.abs().argmax(0), torch.arange(3)] > 0).all()
+    assert fit_beta("fixed", x, 3) is None
+    with pytest.raises(ValueError, match="needs training data"):
+        fit_beta("pca", None, 3)
+
+
+def test_unfitted_pca_raises():
+    dec = LIDDecoder(2, 5, hidden=4, beta="pca")
+    with pytest.raises(RuntimeError, match="no basis"):
+        dec(torch.randn(3, 2))
+
+
+def test_pca_lidvae_checkpoint_round_trip(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(64, 3, generator=g) @ torch.rand(3, 10, generator=g) / 3).clamp(0, 1)
+    opts = ModelOptions(latent_dim=3, encoder_hidden=(8,), icnn_hidden=8, beta="pca")
+    model = build_from_spec(ModelSpec.parse("lidvae"), 10, opts, train_x=x)
+    torch.testing.assert_close(model.decoder.beta.weight(), fit_beta("pca", x, 3).float(), rtol=0, atol=1e-6)
+    train(model, x, TrainConfig(epochs=1, batch_size=32, progress=False), tmp_path)
+    state = load_checkpoint(tmp_path)
+    assert all(isinstance(v, torch.Tensor) for v in state["model_state"].values())
+    rebuilt = model_from_checkpoint(state)
+    model.eval()
+    rebuilt.eval()
+    z = torch.randn(5, 3)
+    torch.testing.assert_close(rebuilt.decode(z), model.decode(z), rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="no basis"):
+        build_model(state["model_config"]).decode(z)  # without the state dict the basis is missing
+
+
+def test_spec_modifiers_and_default_fits_pca():
+    assert ModelSpec.parse("lidvae-pca").beta == "pca" and ModelSpec.parse("lidvae-random").beta == "random"
+    with pytest.raises(ValueError, match="LIDVAE-only"):
+        ModelSpec.parse("vae-pca")
+    x = torch.rand(40, 10)
+    model = build_from_spec(ModelSpec.parse("lidvae"), 10, ModelOptions(latent_dim=3, encoder_hidden=(8,),
+                                                                        icnn_hidden=8), train_x=x)
+    assert isinstance(model, LIDVAE) and model.config["beta"] == ModelOptions().beta
