@@ -47,7 +47,9 @@ MODEL_SPECS = [
     pytest.param("vae", dict(binarize=True), id="vae"),
     pytest.param("betavae0.5", {}, id="betavae"),
     pytest.param("vae", dict(likelihood="gaussian", learn_std=True), id="vae-gaussian-learned-std"),
-    pytest.param("lidvae", dict(binarize=True), id="lidvae"),
+    pytest.param("lidvae", dict(binarize=True), id="lidvae"),  # the default β: the training split's PCA
+    pytest.param("lidvae-fixed", {}, id="lidvae-fixed-beta"),
+    pytest.param("lidvae-random", {}, id="lidvae-random-beta"),
     pytest.param("lidvae-learned", {}, id="lidvae-learned-beta"),
     pytest.param("lidvae-alpha0", dict(likelihood="gaussian"), id="lidvae-alpha0-gaussian"),
     pytest.param("lidvae-learned-alpha0.5", dict(likelihood="gaussian", learn_std=True, icnn_layers=3),
@@ -57,7 +59,7 @@ MODEL_SPECS = [
 
 def make_model(spec: str, overrides: dict):
     torch.manual_seed(0)
-    return build_from_spec(ModelSpec.parse(spec), DIM, ModelOptions(**{**SMALL, **overrides}))
+    return build_from_spec(ModelSpec.parse(spec), DIM, ModelOptions(**{**SMALL, **overrides}), train_x=data())
 
 
 def outputs(model, x):

@@ -9,6 +9,7 @@ import torch
 
 from lidvae_ext import cli, training
 from lidvae_ext.data import validation_split
+from lidvae_ext.errors import CheckpointError
 from lidvae_ext.models import VAE
 from lidvae_ext.training import TrainConfig, load_checkpoint, train
 
@@ -99,7 +100,8 @@ def test_bad_early_stopping_arguments(tmp_path):
     with pytest.raises(ValueError, match="patience"):
         train(make_model(), data(), TrainConfig(epochs=1, early_stopping=0, progress=False), stop_x=data(4))
     train(make_model(), data(), TrainConfig(epochs=1, batch_size=32, progress=False), tmp_path)
-    with pytest.raises(ValueError, match="without it"):
+    # a run trained without early stopping cannot be resumed with it: the resume check names the setting
+    with pytest.raises(CheckpointError, match="early_stopping: checkpoint None, this run 3"):
         train(make_model(), data(), cfg(), tmp_path, stop_x=data(4), resume=True)
 
 
