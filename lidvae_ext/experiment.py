@@ -85,7 +85,7 @@ def _train_one(spec: ModelSpec, ds: Dataset, data: DataOptions, model_opts: Mode
     if evaluate and current_dist().is_main:
         out = metrics.evaluate(model, ds.test, au_threshold=eval_opts.au_threshold,
                                iwae_samples=eval_opts.iwae_samples, mi_samples=eval_opts.mi_samples,
-                               batch_size=eval_opts.batch_size, seed=eval_opts.seed)
+                               batch_size=eval_opts.batch_size, seed=eval_opts.seed, labels=ds.test_labels)
         out.update(seconds=result.seconds, epochs=result.epochs, model=spec.name, data=ds.name,
                    train_size=int(ds.train.shape[0]), kl_weight=model.kl_weight,
                    strong_convexity=model.config.get("strong_convexity"))
@@ -125,7 +125,8 @@ def run_evaluate(checkpoint: str | Path, data: DataOptions | None = None, eval_o
     if ds.dim != state["model_config"]["data_dim"]:
         raise ValueError(f"data dimension {ds.dim} does not match the checkpoint's {state['model_config']['data_dim']}")
     out = metrics.evaluate(model, ds.test, au_threshold=eval_opts.au_threshold, iwae_samples=eval_opts.iwae_samples,
-                           mi_samples=eval_opts.mi_samples, batch_size=eval_opts.batch_size, seed=eval_opts.seed)
+                           mi_samples=eval_opts.mi_samples, batch_size=eval_opts.batch_size, seed=eval_opts.seed,
+                           labels=ds.test_labels)
     out.update(checkpoint=str(checkpoint), model=state.get("spec", state["model_config"]["model"]),
                epochs=int(state["epoch"]), seconds=float(state["seconds"]), data=ds.name)
     return out

@@ -26,12 +26,17 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def markdown_table(report: dict[str, dict[str, Any]]) -> str:
     """One row per model: AU, KL, MI, −ELBO, IWAE NLL, training seconds."""
-    lines = ["| model | active units | KL (nats) | MI (nats) | −ELBO (nats) | IWAE NLL (nats) | train time (s) |",
-             "|---|---|---|---|---|---|---|"]
+    from .report_mixture import has_mixture, table_columns
+
+    mix = has_mixture(report)  # mixture-prior models: two more columns
+    lines = ["| model | active units | KL (nats) | MI (nats) | −ELBO (nats) | IWAE NLL (nats) | train time (s) |"
+             + (" active clusters | cluster accuracy |" if mix else ""),
+             "|---|---|---|---|---|---|---|" + ("---|---|" if mix else "")]
     for name, m in report.items():
+        extra = " {} | {} |".format(*table_columns(m)) if mix else ""
         lines.append(
             f"| {name} | {m['active_units']}/{m['latent_dim']} | {m['kl']:.2f} | {m['mutual_info']:.2f} "
-            f"| {m['neg_elbo']:.2f} | {m['iwae_nll']:.2f} | {m['seconds']:.1f} |")
+            f"| {m['neg_elbo']:.2f} | {m['iwae_nll']:.2f} | {m['seconds']:.1f} |" + extra)
     return "\n".join(lines)
 
 
@@ -177,4 +182,7 @@ def write_figures(models: dict[str, Any], test_x: Tensor, report: dict[str, dict
     paths.append(plot_samples(samples, shape, out / "samples.png"))
     if histories:
         paths.append(plot_training_curves(histories, out / "training_curves.png"))
+    from .report_mixture import write_mixture_figures
+
+    paths += write_mixture_figures(models, report, shape, out, seed=seed)  # cluster samples and usage
     return paths

@@ -31,12 +31,17 @@ CHECKPOINT_FORMAT = "lidvae_ext.checkpoint/1"
 
 
 # ----------------------------------------------------------------------------- model specs
+LID_MODELS = ("lidvae", "lidgmvae")  # models with the Brenier-map decoder (take -alpha, -learned, -fixed)
+MIXTURE_MODELS = ("gmvae", "lidgmvae")  # mixture-prior models (take --clusters)
+
+
 @dataclass
 class ModelSpec:
     """A named model variant, e.g. ``vae``, ``lidvae``, ``lidvae-alpha0.1``, ``betavae0.5``.
 
     Grammar: ``base[-modifier]*`` with base ``vae``, ``lidvae`` or ``betavae<w>``
-    (a VAE with KL weight w) and modifiers ``alpha<a>`` (strong convexity),
+    (a VAE with KL weight w), or the mixture-prior ``gmvae``, ``lidgmvae``,
+    ``betagmvae<w>`` (:mod:`lidvae_ext.models.mixture`), and modifiers ``alpha<a>`` (strong convexity),
     ``kl<w>`` (KL weight), ``learned``/``fixed`` (the β map of the LIDVAE).
     """
 
@@ -52,23 +57,24 @@ class ModelSpec:
         parts = name.lower().split("-")
         base, mods = parts[0], parts[1:]
         number = r"(\d+(?:\.\d*)?(?:e[-+]?\d+)?|\.\d+)"
-        m = re.fullmatch(r"betavae" + number, base)
+        m = re.fullmatch(r"beta(vae|gmvae)" + number, base)
         if m:
-            spec = cls(name, "vae", kl_weight=float(m.group(1)))
-        elif base in ("vae", "lidvae"):
+            spec = cls(name, m.group(1), kl_weight=float(m.group(2)))
+        elif base in ("vae", "lidvae", "gmvae", "lidgmvae"):
             spec = cls(name, base)
         else:
-            raise ValueError(f"unknown model {text!r}: expected vae, lidvae or betavae<w> "
-                             "with optional -alpha<a>, -kl<w>, -learned, -fixed")
+            raise ValueError(f"unknown model {text!r}: expected vae, lidvae, betavae<w>, gmvae, lidgmvae or "
+                             "betagmvae<w> with optional -alpha<a>, -kl<w>, -learned, -fixed")
         for mod in mods:
-            if (m := re.fullmatch(r"alpha" + number, mod)) and spec.model == "lidvae":
+            if (m := re.fullmatch(r"alpha" + number, mod)) and spec.model in LID_MODELS:
                 spec.strong_convexity = float(m.group(1))
             elif m := re.fullmatch(r"kl" + number, mod):
                 spec.kl_weight = float(m.group(1))
-            elif mod in ("learned", "fixed") and spec.model == "lidvae":
+            elif mod in ("learned", "fixed") and spec.model in LID_MODELS:
                 spec.beta = mod
             else:
-                raise ValueError(f"bad modifier {mod!r} in model {text!r} (alpha/learned/fixed are LIDVAE-only)")
+                raise ValueError(f"bad modifier {mod!r} in model {text!r} "
+                                 "(alpha/learned/fixed are for the LID models only)")
         return spec
 
 
@@ -104,6 +110,14 @@ class ModelOptions:
     gaussian_std: float = 0.1
     learn_std: bool = False
     activation: str = "relu"
+    clusters: int = 10  # C of the mixture-prior models (gmvae, lidgmvae)
+
+
+def lid_decoder_options(spec: ModelSpec, opts: ModelOptions) -> dict[str, Any]:
+    """The Brenier-map decoder options of a LID model (LIDVAE and LIDGMVAE share them)."""
+    alpha = opts.strong_convexity if spec.strong_convexity is None else spec.strong_convexity
+    return dict(icnn_hidden=opts.icnn_hidden, icnn_layers=opts.icnn_layers, strong_convexity=alpha,
+                beta=spec.beta or opts.beta, backend=opts.backend)
 
 
 def build_from_spec(spec: ModelSpec, data_dim: int, opts: ModelOptions) -> LatentVariableModel:
@@ -113,9 +127,11 @@ def build_from_spec(spec: ModelSpec, data_dim: int, opts: ModelOptions) -> Laten
                   gaussian_std=opts.gaussian_std, learn_std=opts.learn_std, activation=opts.activation)
     if spec.model == "vae":
         return VAE(decoder_hidden=tuple(opts.decoder_hidden), **common)
-    alpha = opts.strong_convexity if spec.strong_convexity is None else spec.strong_convexity
-    return LIDVAE(icnn_hidden=opts.icnn_hidden, icnn_layers=opts.icnn_layers, strong_convexity=alpha,
-                  beta=spec.beta or opts.beta, backend=opts.backend, **common)
+    if spec.model in MIXTURE_MODELS:
+        from .models.mixture import build_mixture_from_spec
+
+        return build_mixture_from_spec(spec.model, opts, lid_decoder_options(spec, opts), **common)
+    return LIDVAE(**lid_decoder_options(spec, opts), **common)
 
 
 # ----------------------------------------------------------------------------- distributed
