@@ -28,8 +28,9 @@ def tiny(kind="gmvae", d=6, k=2, c=3, **kw):
     else:
         kw.setdefault("backend", "reference")
         model = LIDGMVAE(d, k, c, encoder_hidden=(16, 16), icnn_hidden=8, strong_convexity=0.2, **kw)
-    with torch.no_grad():  # distinct, non-trivial prior scales
+    with torch.no_grad():  # distinct prior scales and a far-from-uniform q(y|x): every term matters
         model.prior_std_raw.add_(0.3 * torch.randn_like(model.prior_std_raw))
+        model.cluster_encoder[-1].bias.add_(torch.linspace(1.5, -1.5, c))
     return model.double()
 
 

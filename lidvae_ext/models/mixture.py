@@ -34,6 +34,23 @@ from .likelihoods import Likelihood
 from .vae import LatentVariableModel, diag_gaussian_log_prob, make_lid_decoder, make_likelihood
 
 PRIOR_STD_FLOOR = 1e-3
+PRIOR_MEAN_RADIUS = 2.0
+
+
+def equal_norm_means(clusters: int, latent_dim: int, radius: float) -> Tensor:
+    """Initial prior means: ``clusters`` random directions (orthonormal when C ≤ K), all of norm ``radius``.
+
+    Equal norms matter: with i.i.d. Gaussian means, the component of smallest
+    ‖μ_k‖ has the smallest KL for every x at initialization and takes all the
+    mass (cluster collapse from step 0); near-identical means instead let
+    KL(q(y|x) ‖ Unif) pull q(y|x) to uniform before the data can break the tie.
+    """
+    raw = torch.randn(latent_dim, clusters)
+    if clusters <= latent_dim:
+        dirs = torch.linalg.qr(raw).Q.t()  # (C, K), orthonormal rows
+    else:
+        dirs = raw.t() / raw.t().norm(dim=1, keepdim=True)
+    return radius * dirs
 
 
 def _soft_clamp(logvar: Tensor, lo: float, hi: float) -> Tensor:
@@ -116,7 +133,7 @@ class MixtureVAE(LatentVariableModel):
         self.data_dim, self.clusters = int(data_dim), int(clusters)
         self.cluster_encoder = mlp(data_dim, encoder_hidden, self.clusters, activation)
         self.prior_std_floor = float(prior_std_floor)
-        self.prior_mean = nn.Parameter(torch.randn(self.clusters, latent_dim))
+        self.prior_mean = nn.Parameter(equal_norm_means(self.clusters, latent_dim, PRIOR_MEAN_RADIUS))
         init_raw = math.log(math.expm1(1.0 - self.prior_std_floor))  # σ_y = 1 at initialization
         self.prior_std_raw = nn.Parameter(torch.full((self.clusters, latent_dim), init_raw))
 
