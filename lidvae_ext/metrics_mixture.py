@@ -4,7 +4,10 @@ A mixture prior has two latents that can collapse: the continuous z and the
 discrete cluster y. With q(z|x) = Σ_k q(k|x) N(m_k(x), s_k²(x)) the marginal
 posterior and p(z) = Σ_k (1/C) N(μ_k, σ_k²) the marginal prior:
 
-* continuous: active units on E_q[z|x] = Σ_k q(k|x) m_k(x) (Var_x ≥ threshold);
+* continuous: active units on E_q[z|x] = Σ_k q(k|x) m_k(x) (Var_x ≥ threshold), and
+  ``active_units_within_cluster`` on Σ_k q(k|x)(m_k(x) − μ_k) — the same count with the
+  cluster's prior mean removed, so that a dimension which only moves with the cluster
+  assignment (z collapsed onto p(z|y)) does not count;
   ``kl_z`` = E_x Σ_k q(k|x) KL(q(z|x,k) ‖ p(z|k)) (and per dimension);
   ``mutual_info`` = I_q(x; z) against the aggregate q(z) = (1/N) Σ_n q(z|x_n) of
   the whole evaluation set (N·C Gaussians);
@@ -244,6 +247,7 @@ def evaluate_mixture(model: Any, x: Tensor, *, labels: Tensor | None = None, au_
             raise ValueError("mixture metrics need at least 2 examples")
         au_var = posterior_mean(log_qy, mean).double().var(0)
         prior_mean, prior_logvar = (t.detach().cpu() for t in model.prior_params())
+        within_var = posterior_mean(log_qy, mean - prior_mean).double().var(0)
         kl_dim = mixture_kl_z(log_qy, mean, logvar, prior_mean, prior_logvar)
         kl_y = float(kl_to_uniform(log_qy).mean())
         usage = cluster_usage(log_qy)
@@ -260,6 +264,7 @@ def evaluate_mixture(model: Any, x: Tensor, *, labels: Tensor | None = None, au_
     kl_z = float(kl_dim.sum())
     return {
         "active_units": int((au_var >= au_threshold).sum()),
+        "active_units_within_cluster": int((within_var >= au_threshold).sum()),
         "latent_dim": int(mean.shape[2]),
         "au_variance": [float(v) for v in au_var],
         "au_threshold": float(au_threshold),

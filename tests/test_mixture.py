@@ -159,6 +159,26 @@ def test_evaluate_mixture_collapsed_and_uniform_clusters():
     # E_q[z|x] is the q(y|x)-weighted component mean
     log_qy, mean, _ = mm.encode_mixture_dataset(model, x)
     torch.testing.assert_close(mm.posterior_mean(log_qy, mean), mean.mean(1))
+    assert 0 <= m["active_units_within_cluster"] <= 2
+
+
+def test_within_cluster_active_units_ignore_cluster_only_variation():
+    """z collapsed onto p(z|y), y informative: E_q[z|x] varies (AU = K) but nothing within clusters (0)."""
+    model = tiny("gmvae", d=6, k=2, c=2).float()
+    x = torch.rand(40, 6)
+    rng = torch.Generator().manual_seed(0)
+    onehot_logits = torch.where(torch.rand(40, generator=rng) < 0.5, 30.0, -30.0)
+    mu, _ = model.prior_params()
+
+    def encode_mixture(xb):
+        n = xb.shape[0]
+        logits = torch.stack([onehot_logits[:n], -onehot_logits[:n]], 1)
+        mean = mu.detach()[:, None, :].expand(2, n, 2).clone()
+        return torch.log_softmax(logits, -1), mean, torch.zeros(2, n, 2)
+
+    model.encode_mixture = encode_mixture
+    m = metrics.evaluate(model, x, iwae_samples=2, prepare_targets=False, batch_size=64)
+    assert m["active_units"] == 2 and m["active_units_within_cluster"] == 0
     for key in REQUIRED_KEYS[:-1]:
         assert key in m
 
