@@ -95,6 +95,8 @@ class ModelOptions:
     with strong convexity α = 0.5, chosen from the sweeps in docs/results.md
     (α = 0.5 keeps all 32 digits latents active at +1% IWAE NLL and 45/64
     Fashion-MNIST latents, where α = 0.1 keeps 25/64 and α = 0 fewer).
+    ``clusters`` is C of the mixture-prior models; their LID decoder takes the
+    same ICNN/α/β options as the LIDVAE's (:func:`lid_decoder_options`).
     """
 
     latent_dim: int = 32
