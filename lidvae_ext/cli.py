@@ -7,6 +7,7 @@ Examples
     lidvae-ext compare                                    # VAE vs LIDVAE on digits (K = 32)
     lidvae-ext compare --data fashion-mnist --latent-dim 64 --train-size 10000 --epochs 20
     lidvae-ext compare --data synthetic-text --models svae,lidsvae   # sentence VAEs (LSTM decoders)
+    lidvae-ext compare --models gmvae,lidgmvae --clusters 10      # mixture priors (GMVAE vs LIDGMVAE)
     lidvae-ext train --model lidvae --epochs 50 --out runs/lid
     lidvae-ext evaluate runs/lid/checkpoint.pt
     torchrun --nproc_per_node=2 -m lidvae_ext.cli train --model vae --out runs/vae
@@ -42,6 +43,16 @@ def _widths(text: str) -> tuple[int, ...]:
     if any(w < 1 for w in out):
         raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
     return out
+
+
+def _clusters(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--clusters must be a positive integer, got {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--clusters must be a positive integer, got {value}")
+    return value
 
 
 def _add_data_args(p: argparse.ArgumentParser, default: str | None = "digits") -> None:
@@ -80,6 +91,8 @@ def _add_model_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--beta", choices=BETA_CHOICES, default=defaults.beta,
                    help="LIDVAE β: 'pca' = the training split's top-K principal directions (fixed), "
                         "'fixed' = [I;0], 'random' = a seeded random orthonormal one, 'learned'")
+    g.add_argument("--clusters", type=_clusters, default=defaults.clusters,
+                   help="mixture components C of the mixture-prior models (gmvae, betagmvae<w>, lidgmvae)")
     g.add_argument("--backend", choices=("auto", "fused", "reference"), default="auto",
                    help="Brenier-map kernels (auto: fused if built, else the autograd reference)")
     g.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
@@ -108,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train one model")
-    p.add_argument("--model", default="lidvae", help="vae, lidvae, betavae<w>, lidvae-alpha<a>, ...")
+    p.add_argument("--model", default="lidvae", help="vae, lidvae, betavae<w>, lidvae-alpha<a>, gmvae, lidgmvae, ...")
     p.add_argument("--kl-weight", type=float, default=None, help="β-VAE KL weight (overrides the model name's)")
     p.add_argument("--out", required=True, help="output directory (checkpoint.pt, history.json, metrics.json)")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out metrics after training")
@@ -125,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="train VAE and LIDVAE side by side and write a report")
     p.add_argument("--models", default="vae,lidvae",
-                   help="comma-separated, e.g. vae,lidvae,lidvae-alpha0,betavae0.5")
+                   help="comma-separated, e.g. vae,lidvae,lidvae-alpha0,betavae0.5 or gmvae,lidgmvae,betagmvae0.2")
     p.add_argument("--out", default="runs/compare", help="output directory")
     p.add_argument("--no-figures", action="store_true")
     _add_data_args(p)
@@ -157,7 +170,8 @@ def _options(args: argparse.Namespace):
     data = DataOptions(args.data, args.data_dir, args.train_size, args.test_size, args.seed)
     model = ModelOptions(args.latent_dim, tuple(args.encoder_hidden), tuple(args.decoder_hidden), args.icnn_hidden,
                          args.icnn_layers, args.strong_convexity, args.beta, args.backend, args.likelihood,
-                         args.binarize and args.likelihood == "bernoulli", args.gaussian_std, args.learn_std)
+                         args.binarize and args.likelihood == "bernoulli", args.gaussian_std, args.learn_std,
+                         clusters=args.clusters)
     if args.early_stopping is not None and args.early_stopping < 1:
         raise ValueError(f"--early-stopping PATIENCE must be a positive integer, got {args.early_stopping}")
     if not 0.0 < args.val_fraction < 1.0:

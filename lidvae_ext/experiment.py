@@ -92,7 +92,7 @@ def _train_one(spec: ModelSpec, ds: Dataset, data: DataOptions, model_opts: Mode
     if evaluate and current_dist().is_main:
         out = metrics.evaluate(model, ds.test, au_threshold=eval_opts.au_threshold,
                                iwae_samples=eval_opts.iwae_samples, mi_samples=eval_opts.mi_samples,
-                               batch_size=eval_opts.batch_size, seed=eval_opts.seed)
+                               batch_size=eval_opts.batch_size, seed=eval_opts.seed, labels=ds.test_labels)
         out.update(seconds=result.seconds, epochs=result.epochs, model=spec.name, data=ds.name,
                    train_size=int(fit_x.shape[0]), kl_weight=model.kl_weight,
                    strong_convexity=model.config.get("strong_convexity"), beta=model.config.get("beta"),
@@ -168,7 +168,8 @@ def run_evaluate(checkpoint: str | Path, data: DataOptions | None = None, eval_o
     if data_dim is not None and ds.dim != data_dim:
         raise ValueError(f"data {ds.name!r} has dimension {ds.dim}, the model of {path} needs {data_dim}")
     out = metrics.evaluate(model, ds.test, au_threshold=eval_opts.au_threshold, iwae_samples=eval_opts.iwae_samples,
-                           mi_samples=eval_opts.mi_samples, batch_size=eval_opts.batch_size, seed=eval_opts.seed)
+                           mi_samples=eval_opts.mi_samples, batch_size=eval_opts.batch_size, seed=eval_opts.seed,
+                           labels=ds.test_labels)
     out.update(checkpoint=str(checkpoint), model=state.get("spec", state["model_config"]["model"]),
                epochs=int(state["epoch"]), seconds=float(state["seconds"]), data=ds.name,
                active_units_at=active_units_at(out["au_variance"], eval_opts.au_thresholds))

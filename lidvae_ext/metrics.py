@@ -185,7 +185,7 @@ def iwae_nll(model: Any, x: Tensor, num_samples: int = 100, **kwargs: Any) -> fl
 
 def evaluate(model: Any, x: Tensor, *, au_threshold: float = 0.01, iwae_samples: int = 100,
              mi_samples: int = 1, elbo_samples: int = 1, batch_size: int = 256, seed: int = 0,
-             prepare_targets: bool = True) -> dict[str, Any]:
+             prepare_targets: bool = True, labels: Tensor | None = None) -> dict[str, Any]:
     """All collapse metrics of ``model`` on the held-out set ``x`` (N, D).
 
     Parameters
@@ -202,6 +202,9 @@ def evaluate(model: Any, x: Tensor, *, au_threshold: float = 0.01, iwae_samples:
         Examples per batch.
     seed : int
         Seed of every Monte-Carlo draw (results are reproducible).
+    labels : Tensor, optional
+        (N,) class labels; used by mixture-prior models (``cluster_accuracy``),
+        which are evaluated by :func:`lidvae_ext.metrics_mixture.evaluate_mixture`.
 
     Returns
     -------
@@ -210,6 +213,12 @@ def evaluate(model: Any, x: Tensor, *, au_threshold: float = 0.01, iwae_samples:
         ``mutual_info``, ``neg_elbo``, ``iwae_nll``, ``iwae_samples``, ``num_examples``,
         ``eval_seconds``.
     """
+    if getattr(model, "is_mixture", False):  # two latents (y, z): the Gaussian-prior formulas do not apply
+        from .metrics_mixture import evaluate_mixture
+
+        return evaluate_mixture(model, x, labels=labels, au_threshold=au_threshold, iwae_samples=iwae_samples,
+                                mi_samples=mi_samples, batch_size=batch_size, seed=seed,
+                                prepare_targets=prepare_targets)
     start = time.perf_counter()
     was_training = model.training
     model.eval()

@@ -27,15 +27,20 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 def markdown_table(report: dict[str, dict[str, Any]]) -> str:
     """One row per model: AU, KL, MI, −ELBO, IWAE NLL, training seconds.
 
-    When the metrics hold them, also AU at every threshold of ``active_units_at``
-    and the best/last epoch of an early-stopped run.
+    When the metrics hold them, also AU at every threshold of ``active_units_at``,
+    the best/last epoch of an early-stopped run, and (mixture-prior models) the
+    active clusters and cluster accuracy.
     """
+    from .report_mixture import has_mixture, table_columns
+
+    mix = has_mixture(report)  # mixture-prior models: two more columns
     first = next(iter(report.values()), {})
     thresholds = list(first.get("active_units_at", {}))
     stopped = any(m.get("best_epoch") is not None for m in report.values())
     head = "| model | active units |" + "".join(f" AU≥{t} |" for t in thresholds)
     head += " KL (nats) | MI (nats) | −ELBO (nats) | IWAE NLL (nats) | train time (s) |"
     head += " best / last epoch |" if stopped else ""
+    head += " active clusters | cluster accuracy |" if mix else ""
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, m in report.items():
         k = m["latent_dim"]
@@ -45,6 +50,8 @@ def markdown_table(report: dict[str, dict[str, Any]]) -> str:
                 f"| {m['seconds']:.1f} |")
         if stopped:
             row += f" {m.get('best_epoch', '–')} / {m.get('epochs', '–')} |"
+        if mix:
+            row += " {} | {} |".format(*table_columns(m))
         lines.append(row)
     return "\n".join(lines)
 
@@ -230,4 +237,7 @@ def write_figures(models: dict[str, Any], test_x: Tensor, report: dict[str, dict
     paths.append(plot_samples(samples, shape, out / "samples.png"))
     if histories:
         paths.append(plot_training_curves(histories, out / "training_curves.png"))
+    from .report_mixture import write_mixture_figures
+
+    paths += write_mixture_figures(models, report, shape, out, seed=seed)  # cluster samples and usage
     return paths

@@ -39,14 +39,19 @@ from .nn import BETA_MODES, fit_beta
 
 
 # ----------------------------------------------------------------------------- model specs
+LID_MODELS = ("lidvae", "lidgmvae")  # models with the Brenier-map decoder (take -alpha, -learned, -fixed)
+MIXTURE_MODELS = ("gmvae", "lidgmvae")  # mixture-prior models (take --clusters)
+
+
 @dataclass
 class ModelSpec:
     """A named model variant, e.g. ``vae``, ``lidvae``, ``lidvae-alpha0.1``, ``betavae0.5``.
 
     Grammar: ``base[-modifier]*`` with base ``vae``, ``lidvae`` or ``betavae<w>``
-    (a VAE with KL weight w) and modifiers ``alpha<a>`` (strong convexity),
-    ``kl<w>`` (KL weight), ``fixed``/``learned``/``pca``/``random`` (the β map of
-    the LIDVAE; see :class:`lidvae_ext.LIDDecoder`).
+    (a VAE with KL weight w), or the mixture-prior ``gmvae``, ``lidgmvae``,
+    ``betagmvae<w>`` (:mod:`lidvae_ext.models.mixture`), and modifiers ``alpha<a>``
+    (strong convexity), ``kl<w>`` (KL weight), ``fixed``/``learned``/``pca``/``random``
+    (the β map of the LID models; see :class:`lidvae_ext.LIDDecoder`).
     """
 
     name: str
@@ -61,24 +66,24 @@ class ModelSpec:
         parts = name.lower().split("-")
         base, mods = parts[0], parts[1:]
         number = r"(\d+(?:\.\d*)?(?:e[-+]?\d+)?|\.\d+)"
-        m = re.fullmatch(r"betavae" + number, base)
+        m = re.fullmatch(r"beta(vae|gmvae)" + number, base)
         if m:
-            spec = cls(name, "vae", kl_weight=float(m.group(1)))
-        elif base in ("vae", "lidvae"):
+            spec = cls(name, m.group(1), kl_weight=float(m.group(2)))
+        elif base in ("vae", "lidvae", "gmvae", "lidgmvae"):
             spec = cls(name, base)
         else:
-            raise ValueError(f"unknown model {text!r}: expected vae, lidvae or betavae<w> "
-                             "with optional -alpha<a>, -kl<w>, -fixed, -learned, -pca, -random")
+            raise ValueError(f"unknown model {text!r}: expected vae, lidvae, betavae<w>, gmvae, lidgmvae or "
+                             "betagmvae<w> with optional -alpha<a>, -kl<w>, -fixed, -learned, -pca, -random")
         for mod in mods:
-            if (m := re.fullmatch(r"alpha" + number, mod)) and spec.model == "lidvae":
+            if (m := re.fullmatch(r"alpha" + number, mod)) and spec.model in LID_MODELS:
                 spec.strong_convexity = float(m.group(1))
             elif m := re.fullmatch(r"kl" + number, mod):
                 spec.kl_weight = float(m.group(1))
-            elif mod in BETA_MODES and spec.model == "lidvae":
+            elif mod in BETA_MODES and spec.model in LID_MODELS:
                 spec.beta = mod
             else:
                 raise ValueError(f"bad modifier {mod!r} in model {text!r} (alpha/{'/'.join(BETA_MODES)} are "
-                                 "LIDVAE-only)")
+                                 "for the LID models only)")
         return spec
 
 
@@ -102,6 +107,8 @@ class ModelOptions:
     guaranteed sensitivity on the first K data coordinates — on 28×28 images
     the always-0 top rows, where it carries no likelihood information — and
     loses active units at convergence (docs/results.md, issue #9).
+    ``clusters`` is C of the mixture-prior models; their LID decoder takes the
+    same ICNN/α/β options as the LIDVAE's (:func:`lid_decoder_options`).
     """
 
     latent_dim: int = 32
@@ -117,6 +124,7 @@ class ModelOptions:
     gaussian_std: float = 0.1
     learn_std: bool = False
     activation: str = "relu"
+    clusters: int = 10  # C of the mixture-prior models (gmvae, lidgmvae)
 
 
 def build_from_spec(spec: ModelSpec, data_dim: int, opts: ModelOptions,
@@ -131,6 +139,11 @@ def build_from_spec(spec: ModelSpec, data_dim: int, opts: ModelOptions,
                   gaussian_std=opts.gaussian_std, learn_std=opts.learn_std, activation=opts.activation)
     if spec.model == "vae":
         return VAE(decoder_hidden=tuple(opts.decoder_hidden), **common)
+    if spec.model in MIXTURE_MODELS:
+        from .models.mixture import build_mixture_from_spec
+
+        lid = lid_decoder_options(opts, train_x, spec.strong_convexity, spec.beta) if spec.model in LID_MODELS else {}
+        return build_mixture_from_spec(spec.model, opts, lid, **common)
     return LIDVAE(**lid_decoder_options(opts, train_x, spec.strong_convexity, spec.beta), **common)
 
 

@@ -52,6 +52,8 @@ MODEL_SPECS = [
     pytest.param("lidvae-random", {}, id="lidvae-random-beta"),
     pytest.param("lidvae-learned", {}, id="lidvae-learned-beta"),
     pytest.param("lidvae-alpha0", dict(likelihood="gaussian"), id="lidvae-alpha0-gaussian"),
+    pytest.param("gmvae", dict(binarize=True, clusters=3), id="gmvae"),
+    pytest.param("lidgmvae", dict(clusters=3), id="lidgmvae"),  # β pca, as the LIDVAE's default
     pytest.param("lidvae-learned-alpha0.5", dict(likelihood="gaussian", learn_std=True, icnn_layers=3),
                  id="lidvae-learned-beta-gaussian-learned-std"),
 ]

@@ -47,6 +47,20 @@ def make_likelihood(kind: str, dim: int, binarize: bool = False, std: float = 0.
     raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {kind!r}")
 
 
+def make_lid_decoder(latent_dim: int, data_dim: int, icnn_hidden: int = 128, icnn_layers: int = 2,
+                     strong_convexity: float = 0.0, beta: str = "fixed", backend: str = "auto",
+                     beta_basis: Tensor | None = None) -> LIDDecoder:
+    """The Brenier-map decoder z ↦ ∇ψ₂(β·∇ψ₁(z)) every LID model builds (LIDVAE, LIDGMVAE).
+
+    One constructor so that all latent-identifiable models share the same
+    decoder options (ICNN width/depth, strong convexity α, β, backend);
+    ``beta_basis`` is the fitted D×K embedding of a data-dependent β
+    (``"pca"``, from :func:`lidvae_ext.nn.fit_beta`), else None.
+    """
+    return LIDDecoder(latent_dim, data_dim, hidden=icnn_hidden, num_layers=icnn_layers,
+                      strong_convexity=strong_convexity, backend=backend, beta=beta, beta_basis=beta_basis)
+
+
 class LatentVariableModel(nn.Module):
     """q(z|x) = N(μ(x), σ²(x)), p(z) = N(0, I), p(x|z) = likelihood(decoder(z)).
 
@@ -225,8 +239,8 @@ class LIDVAE(LatentVariableModel):
         lik = likelihood if isinstance(likelihood, Likelihood) else make_likelihood(
             likelihood, data_dim, binarize, gaussian_std, learn_std)
         enc = encoder if encoder is not None else GaussianMLPEncoder(data_dim, latent_dim, encoder_hidden, activation)
-        dec = LIDDecoder(latent_dim, data_dim, hidden=icnn_hidden, num_layers=icnn_layers,
-                         strong_convexity=strong_convexity, backend=backend, beta=beta, beta_basis=beta_basis)
+        dec = make_lid_decoder(latent_dim, data_dim, icnn_hidden, icnn_layers, strong_convexity, beta, backend,
+                               beta_basis)
         super().__init__(enc, dec, lik, latent_dim, kl_weight)
         self.config = {"model": "lidvae", "data_dim": data_dim, "latent_dim": latent_dim,
                        "encoder_hidden": list(encoder_hidden), "icnn_hidden": icnn_hidden,
@@ -260,4 +274,8 @@ def build_model(config: dict[str, Any], backend: str | None = None) -> LatentVar
         if backend is not None:
             cfg["backend"] = backend
         return LIDVAE(likelihood=lik, **cfg)
+    if kind in ("gmvae", "lidgmvae"):
+        from .mixture import build_mixture_model
+
+        return build_mixture_model(kind, cfg, lik, backend)
     raise ValueError(f"unknown model kind {kind!r}")
