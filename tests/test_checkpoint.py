@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import dataclasses
 import pickle
 import random
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import lidvae_ext
 from lidvae_ext import CheckpointError, TrainingDiverged, cli
 from lidvae_ext.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -178,8 +180,11 @@ def test_malicious_checkpoint_payload_never_runs(tmp_path, capsys):
 def test_malicious_checkpoint_through_the_console_script(tmp_path):
     marker = tmp_path / "marker"
     path = _evil_files(tmp_path, marker)["nested-in-valid-layout"]
+    # run outside the source tree, with the lidvae_ext under test (installed, or an in-place build)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(lidvae_ext.__file__).resolve().parents[1]),
+                                                       os.environ.get("PYTHONPATH", "")]))
     res = subprocess.run([sys.executable, "-m", "lidvae_ext.cli", "evaluate", str(path)], capture_output=True,
-                         text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+                         text=True, timeout=120, cwd=tmp_path, env=env)
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.splitlines() == [res.stderr.strip()] and "Traceback" not in res.stderr
     assert f"{path}: refused to load" in res.stderr

@@ -114,7 +114,7 @@ def _single_process_replay(state: dict, world: int) -> torch.nn.Module:
     opts = ModelOptions(**state["model_options"])
     train_x = DataOptions(**state["data"]).load(opts.likelihood).train
     torch.manual_seed(cfg.seed)
-    model = build_from_spec(ModelSpec.parse(state["spec"]), train_x.shape[1], opts)
+    model = build_from_spec(ModelSpec.parse(state["spec"]), train_x.shape[1], opts, train_x=train_x)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     model.train()
     n = train_x.shape[0]

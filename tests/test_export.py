@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import lidvae_ext
 from lidvae_ext import LIDDecoder, ops
 
 pytestmark = pytest.mark.skipif(not ops.fused_available("cpu"), reason="lidvae_ext._C not built")
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _trained_decoder() -> LIDDecoder:
@@ -70,10 +70,12 @@ def test_aoti_package_matches_eager_in_a_fresh_process(tmp_path):
         torch.save(model(torch.load(inputs, weights_only=True)), outputs)
         """
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    # the lidvae_ext under test (installed, or an in-place build), not an unbuilt source tree
+    package_parent = Path(lidvae_ext.__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(package_parent), os.environ.get("PYTHONPATH", "")]))
     run = subprocess.run([sys.executable, "-c", script, package, str(tmp_path / "z.pt"),
                           str(tmp_path / "out.pt")], capture_output=True, text=True, env=env,
-                         timeout=300)
+                         timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Could not find schema for lidvae_ext::icnn_forward" in run.stdout, run.stdout
     got = torch.load(tmp_path / "out.pt", weights_only=True)
