@@ -118,7 +118,7 @@ def test_pca_lidvae_checkpoint_round_trip(tmp_path):
 
 def test_spec_modifiers_and_default_fits_pca():
     assert ModelSpec.parse("lidvae-pca").beta == "pca" and ModelSpec.parse("lidvae-random").beta == "random"
-    with pytest.raises(ValueError, match="LIDVAE-only"):
+    with pytest.raises(ValueError, match="for the LID models only"):
         ModelSpec.parse("vae-pca")
     x = torch.rand(40, 10)
     model = build_from_spec(ModelSpec.parse("lidvae"), 10, ModelOptions(latent_dim=3, encoder_hidden=(8,),
