@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..nn import LIDDecoder
 from ..text.vocab import BOS_ID, EOS_ID, PAD_ID
-from .vae import gaussian_kl_per_dim
+from .vae import gaussian_elbo_terms
 
 SEQUENCE_MODELS = ("svae", "lidsvae")
 
@@ -169,15 +169,7 @@ class SentenceVAE(nn.Module):
     # -- objective --------------------------------------------------------------------------------
     def loss_terms(self, x: Tensor, eps: Tensor | None = None) -> dict[str, Tensor]:
         """Per-sentence ``rec`` = −log p(x|z) (one reparameterized z), ``kl``, ``kl_per_dim``, ``loss``."""
-        mean, logvar = self.encode(x)
-        if eps is None:
-            eps = torch.randn_like(mean)
-        z = mean + torch.exp(0.5 * logvar) * eps
-        rec = -self.log_likelihood(x, z)
-        kl_per_dim = gaussian_kl_per_dim(mean, logvar)
-        kl = kl_per_dim.sum(-1)
-        return {"rec": rec, "kl": kl, "kl_per_dim": kl_per_dim, "loss": rec + self.kl_weight * kl,
-                "mean": mean, "logvar": logvar}
+        return gaussian_elbo_terms(self, x, eps)
 
     def forward(self, x: Tensor, eps: Tensor | None = None, normalizer: float | None = None) -> dict[str, Tensor]:
         """Scalar loss ``Σ_batch (rec + β·KL) / normalizer`` (default: the batch size) and detached means."""

@@ -37,6 +37,24 @@ def standard_normal_log_prob(z: Tensor) -> Tensor:
     return -0.5 * (z.square() + LOG_2PI).sum(-1)
 
 
+def gaussian_elbo_terms(model: Any, x: Tensor, eps: Tensor | None = None) -> dict[str, Tensor]:
+    """Per-example negative-ELBO terms of a model with a diagonal-Gaussian q(z|x) and N(0, I) prior.
+
+    ``model`` provides ``encode(x) -> (mean, logvar)``, ``log_likelihood(x, z)`` and
+    ``kl_weight``; one reparameterized z = μ + σ·eps (eps drawn when omitted). Returns
+    ``rec`` = −log p(x|z), ``kl_per_dim``, ``kl``, ``loss`` = rec + kl_weight·kl, ``mean``, ``logvar``.
+    """
+    mean, logvar = model.encode(x)
+    if eps is None:
+        eps = torch.randn_like(mean)
+    z = mean + torch.exp(0.5 * logvar) * eps
+    rec = -model.log_likelihood(x, z)
+    kl_per_dim = gaussian_kl_per_dim(mean, logvar)
+    kl = kl_per_dim.sum(-1)
+    return {"rec": rec, "kl": kl, "kl_per_dim": kl_per_dim, "loss": rec + model.kl_weight * kl,
+            "mean": mean, "logvar": logvar}
+
+
 def make_likelihood(kind: str, dim: int, binarize: bool = False, std: float = 0.1,
                     learn_std: bool = False) -> Likelihood:
     """Likelihood by name: ``"bernoulli"`` or ``"gaussian"``."""
@@ -121,15 +139,7 @@ class LatentVariableModel(nn.Module):
             ``rec`` (B,) = −log p(x|z), ``kl_per_dim`` (B, K), ``kl`` (B,),
             ``loss`` (B,) = rec + kl_weight·kl, ``mean`` and ``logvar`` of q.
         """
-        mean, logvar = self.encode(x)
-        if eps is None:
-            eps = torch.randn_like(mean)
-        z = mean + torch.exp(0.5 * logvar) * eps
-        rec = -self.log_likelihood(x, z)
-        kl_per_dim = gaussian_kl_per_dim(mean, logvar)
-        kl = kl_per_dim.sum(-1)
-        return {"rec": rec, "kl": kl, "kl_per_dim": kl_per_dim, "loss": rec + self.kl_weight * kl,
-                "mean": mean, "logvar": logvar}
+        return gaussian_elbo_terms(self, x, eps)
 
     def forward(self, x: Tensor, eps: Tensor | None = None, normalizer: float | None = None) -> dict[str, Tensor]:
         """Scalar training loss on a batch.
