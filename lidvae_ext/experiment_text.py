@@ -25,7 +25,7 @@ from .metrics_text import evaluate_text
 from .models.sequence import LIDSVAE, SVAE, SentenceVAE
 from .ops import fused_available
 from .text import TextDataset, is_text_data, load_text_dataset
-from .training import TrainConfig, train
+from .training import TrainConfig, parse_spec_list, train
 
 TEXT_STRONG_CONVEXITY = 0.5
 TEXT_BETA = "fixed"  # explicit: the text default does not follow the image models' default β
@@ -66,11 +66,8 @@ class TextModelSpec:
 
 
 def parse_text_models(text: str) -> list[TextModelSpec]:
-    specs = [TextModelSpec.parse(t) for t in text.split(",") if t.strip()]
-    names = [s.name for s in specs]
-    if not specs or len(set(names)) != len(names):
-        raise ValueError(f"--models needs distinct, non-empty names, got {text!r}")
-    return specs
+    """Comma-separated sentence-VAE specs; names must be unique."""
+    return parse_spec_list(text, TextModelSpec.parse)
 
 
 @dataclass

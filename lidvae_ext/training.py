@@ -87,13 +87,18 @@ class ModelSpec:
         return spec
 
 
-def parse_model_list(text: str) -> list[ModelSpec]:
-    """Comma-separated specs; names must be unique."""
-    specs = [ModelSpec.parse(t) for t in text.split(",") if t.strip()]
+def parse_spec_list(text: str, parse: Callable[[str], Any]) -> list[Any]:
+    """Comma-separated model specs read by ``parse`` (e.g. ``ModelSpec.parse``); names must be unique."""
+    specs = [parse(t) for t in text.split(",") if t.strip()]
     names = [s.name for s in specs]
     if not specs or len(set(names)) != len(names):
         raise ValueError(f"--models needs distinct, non-empty names, got {text!r}")
     return specs
+
+
+def parse_model_list(text: str) -> list[ModelSpec]:
+    """Comma-separated image-model specs; names must be unique."""
+    return parse_spec_list(text, ModelSpec.parse)
 
 
 @dataclass
