@@ -29,4 +29,10 @@ constexpr const char* kIcnnBackwardSchema =
     "-> (Tensor grad_y, Tensor grad_A, Tensor grad_b, Tensor grad_W, "
     "Tensor grad_w_out)";
 
+// The ICNN modules' weight parametrization W = softplus(raw) (beta 1, threshold 20, like
+// torch.nn.functional.softplus), one pass, and its backward grad_raw = grad * sigmoid(raw).
+constexpr const char* kSoftplusWeightsSchema = "softplus_weights(Tensor raw) -> Tensor";
+constexpr const char* kSoftplusWeightsBackwardSchema =
+    "softplus_weights_backward(Tensor grad, Tensor raw) -> Tensor";
+
 }  // namespace lidvae

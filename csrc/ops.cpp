@@ -16,4 +16,6 @@
 TORCH_LIBRARY(lidvae_ext, m) {
   m.def(lidvae::kIcnnForwardSchema);
   m.def(lidvae::kIcnnBackwardSchema);
+  m.def(lidvae::kSoftplusWeightsSchema);
+  m.def(lidvae::kSoftplusWeightsBackwardSchema);
 }

@@ -2,8 +2,9 @@
 
 All weights are ordinary ``nn.Parameter`` objects (optimizers, ``state_dict``,
 ``torch.func.functional_call`` and DDP work unchanged). Non-negativity of the
-ICNN's hidden weights is a parametrization applied in ``ICNN.weights()``;
-kernels only ever see the effective, non-negative weights.
+ICNN's hidden weights is a parametrization applied in ``ICNN.weights()``
+(:mod:`lidvae_ext.positivity`; the fused path's softplus is one compiled pass each
+way); kernels only ever see the effective, non-negative weights.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import ops, reference
+from .positivity import POSITIVITY, positive
 
 BACKENDS = ("auto", "fused", "reference")
-POSITIVITY = ("softplus", "clamp")
 _FUSED_DTYPES = (torch.float32, torch.float64)
 _REDUCED_DTYPES = (torch.float16, torch.bfloat16)  # fused path computes these in float32
 _warned_fallback: set[tuple[str, torch.dtype]] = set()
@@ -103,12 +104,15 @@ class ICNN(nn.Module):
             effective = torch.randn_like(raw).abs_().mul_(1.0 / math.sqrt(self.hidden)).clamp_(min=1e-4)
             raw.copy_(_inverse_softplus(effective) if self.positivity == "softplus" else effective)
 
-    def _positive(self, raw: Tensor) -> Tensor:
-        return F.softplus(raw) if self.positivity == "softplus" else raw.clamp(min=0.0)
+    def weights(self, fused: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Effective kernel weights ``(A, b, W, w_out)`` with W, w_out ≥ 0.
 
-    def weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Effective kernel weights ``(A, b, W, w_out)`` with W, w_out ≥ 0."""
-        return self.A, self.b, self._positive(self.W_raw), self._positive(self.w_out_raw)
+        ``fused=True`` (the fused backend) may compute a softplus parametrization with
+        the one-pass ``softplus_weights`` operator (:func:`lidvae_ext.positivity.positive`);
+        the default is ``F.softplus``, as the reference uses.
+        """
+        return (self.A, self.b, positive(self.W_raw, self.positivity, fused),
+                positive(self.w_out_raw, self.positivity, fused))
 
     def hyper(self) -> tuple[float, str, float]:
         """``(strong_convexity, activation, negative_slope)`` as the operators take them."""
@@ -244,10 +248,11 @@ class BrenierMap(nn.Module):
         return self._call(u.reshape(-1, u.shape[-1]), u.shape[:-1])[1]
 
     def _call(self, flat: Tensor, lead: torch.Size) -> tuple[Tensor, Tensor]:
-        weights, hyper = self.icnn.weights(), self.icnn.hyper()
+        hyper = self.icnn.hyper()
         if resolve_backend(self.backend, flat) == "reference":
-            psi, grad = reference.icnn_potential_and_map(flat, *weights, *hyper)
+            psi, grad = reference.icnn_potential_and_map(flat, *self.icnn.weights(), *hyper)
         else:
+            weights = self.icnn.weights(fused=True)
             compute = fused_compute_dtype(flat, weights)
             if compute is None:
                 psi, grad = ops.icnn_potential_and_map(flat, *weights, *hyper)

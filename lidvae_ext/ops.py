@@ -14,6 +14,8 @@ autocast rule:
 * ``icnn_backward`` is differentiable again (third derivatives of ψ, e.g.
   gradient penalties) by an autograd composition on the saved state.
 * Batching rules: :mod:`lidvae_ext._op_batching`.
+* The weight parametrization operators ``softplus_weights`` /
+  ``softplus_weights_backward``: :mod:`lidvae_ext.positivity`.
 
 Under a ``torch.func`` transform call :func:`icnn_forward` / :func:`icnn_backward`
 (or the modules) rather than ``torch.ops.lidvae_ext.*`` directly: functorch can
@@ -149,7 +151,7 @@ def _fake_backward(
 
 
 def _register() -> None:
-    from . import _op_batching
+    from . import _op_batching, positivity
 
     torch.library.register_fake(f"{_LIB}::icnn_forward")(_fake_forward)
     torch.library.register_fake(f"{_LIB}::icnn_backward")(_fake_backward)
@@ -163,6 +165,7 @@ def _register() -> None:
         for op in ("icnn_forward", "icnn_backward"):
             # Under torch.autocast the operators run in float32 (outputs float32).
             torch.library.register_autocast(f"{_LIB}::{op}", device_type, torch.float32, lib=_IMPL)
+    positivity.register(_IMPL)  # softplus_weights / softplus_weights_backward
 
 
 _IMPL = torch.library.Library(_LIB, "IMPL") if _extension.loaded() else None

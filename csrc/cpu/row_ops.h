@@ -134,6 +134,17 @@ inline void row_skinny_product(T* __restrict__ out, const T* __restrict__ init,
   LIDVAE_ON_ISA(row_skinny_product<T>(out, init, At, x, in_dim, n, ld));
 }
 
+template <typename T>
+inline void row_softplus(T* __restrict__ out, const T* __restrict__ x, int64_t n) {
+  LIDVAE_ON_ISA(row_softplus<T>(out, x, n));
+}
+
+template <typename T>
+inline void row_softplus_backward(T* __restrict__ out, const T* __restrict__ g,
+                                  const T* __restrict__ x, int64_t n) {
+  LIDVAE_ON_ISA(row_softplus_backward<T>(out, g, x, n));
+}
+
 // Runs fn(first_tag) with a compile-time flag for "this is layer 0".
 template <typename Fn>
 inline void with_layer_kind(bool first, const Fn& fn) {
