@@ -43,7 +43,15 @@ def extension_cpu_config() -> str:
     gemm = info.get("cpu_gemm", "aten (no cpu_gemm in build_info)")
     detail = info.get("cpu_gemm_detail", "")
     isa = info.get("cpu_isa", "baseline")
-    return f"lidvae_ext CPU GEMM={gemm}{f' ({detail})' if detail else ''}, row-pass ISA={isa}"
+    try:
+        from lidvae_ext.positivity import softplus_path
+
+        softplus = {"fused": "fused softplus_weights pass",
+                    "aten": "F.softplus + autograd"}[softplus_path()]
+    except (ImportError, ValueError) as exc:
+        softplus = f"unknown ({exc})"
+    return (f"lidvae_ext CPU GEMM={gemm}{f' ({detail})' if detail else ''}, row-pass ISA={isa}, "
+            f"weight softplus={softplus} (LIDVAE_CPU_SOFTPLUS)")
 
 
 def describe_machine() -> str:

@@ -41,7 +41,8 @@ BACKENDS = ("fused", "reference")
 COMPILED = "compiled"  # torch.compile of the torch.func formulation (--compile)
 JAX = "jax"  # jax.jit of the same function (benchmarks/baselines.py; "not installed" without JAX)
 EAGER = "eager"  # the official LIDVAE way of writing it (benchmarks/baselines.py)
-ATEN = "fused-aten"  # the fused path on ATen GEMMs + baseline row passes (--aten-column)
+ATEN = "fused-aten"  # the fused path on ATen GEMMs + baseline row passes + F.softplus (--aten-column)
+SOFTPLUS = "fused-F.softplus"  # the fused path with F.softplus weights (--softplus-column)
 GENERIC = "fused-generic"  # CUDA: the cuBLAS + elementwise-kernel path (LIDVAE_CUDA_FUSED=0)
 FP32_PEAK_TFLOPS = 67.0  # H100/H200 SXM CUDA-core FP32 peak (docs/cuda.md), for the throughput line
 
@@ -217,8 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-jax", action="store_true", help="leave out the JAX column")
     parser.add_argument("--no-eager", action="store_true", help="leave out the official-style eager column")
     parser.add_argument("--aten-column", action="store_true",
-                        help="CPU: also time the fused path with ATen GEMMs and baseline row passes "
-                             "(LIDVAE_CPU_GEMM=aten LIDVAE_CPU_ISA=baseline, the CPU path before #10)")
+                        help="CPU: also time the fused path with ATen GEMMs, baseline row passes and "
+                             "the F.softplus weight parametrization (LIDVAE_CPU_GEMM=aten "
+                             "LIDVAE_CPU_ISA=baseline LIDVAE_CPU_SOFTPLUS=aten, the CPU path before #10)")
+    parser.add_argument("--softplus-column", action="store_true",
+                        help="CPU: also time the fused path with the weight parametrization by "
+                             "F.softplus + autograd instead of the fused pass (LIDVAE_CPU_SOFTPLUS=aten)")
     parser.add_argument("--floor", action="store_true",
                         help="CPU: the GEMM FLOP floor of C4's training step from the best single-GEMM "
                              "rate measured in this run")
@@ -248,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     extra += [n for n, off in ((JAX, args.no_jax), (EAGER, args.no_eager)) if not off]
     extra += [COMPILED] if args.compile else []
     extra += [ATEN] if args.aten_column and args.device == "cpu" else []
+    extra += [SOFTPLUS] if args.softplus_column and args.device == "cpu" else []
     header = "| case | mode | fused (ms) | " + "".join(f"{n} (ms) | " for n in (*extra, "reference"))
     header += "".join(f"fused vs {n} | " for n in (*extra, "reference"))
     if args.memory:
@@ -273,8 +279,11 @@ def main(argv: list[str] | None = None) -> int:
         if GENERIC in extra:
             others[GENERIC] = {m: _with_env(work.fn("fused", m), LIDVAE_CUDA_FUSED="0") for m in args.modes}
         if ATEN in extra:
-            others[ATEN] = {m: _with_env(work.fn("fused", m), LIDVAE_CPU_GEMM="aten", LIDVAE_CPU_ISA="baseline")
+            others[ATEN] = {m: _with_env(work.fn("fused", m), LIDVAE_CPU_GEMM="aten", LIDVAE_CPU_ISA="baseline",
+                                         LIDVAE_CPU_SOFTPLUS="aten")
                             for m in args.modes}
+        if SOFTPLUS in extra:
+            others[SOFTPLUS] = {m: _with_env(work.fn("fused", m), LIDVAE_CPU_SOFTPLUS="aten") for m in args.modes}
         if COMPILED in extra:
             from func_baseline import compiled_callables
 
@@ -329,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"fused {med['fused'] * 1e3:.1f} ms = {floor / med['fused']:.2f} of the floor "
                              f"(target ≥ 0.75)")
     print("\nCases: " + "; ".join(f"{c.name}: {c.describe()}" for c in (CASES[n] for n in args.cases)))
-    print(f"Columns: {GENERIC} = CUDA, the cuBLAS path (LIDVAE_CUDA_FUSED=0); {ATEN} = the fused path with ATen GEMMs and baseline row passes; {JAX} = jax.jit of the same function (benchmarks/baselines.py), {EAGER} = the "
+    print(f"Columns: {GENERIC} = CUDA, the cuBLAS path (LIDVAE_CUDA_FUSED=0); {ATEN} = the fused path with ATen GEMMs, baseline row passes and F.softplus weights; {SOFTPLUS} = the fused path with F.softplus weights; {JAX} = jax.jit of the same function (benchmarks/baselines.py), {EAGER} = the "
           "official LIDVAE way (per-layer F.linear, autograd.grad(create_graph=True)); both checked "
           f"against the fused output (relative tolerance {tol:g}) before timing.")
     for note in notes:
