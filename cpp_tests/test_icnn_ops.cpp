@@ -318,7 +318,48 @@ std::vector<ErrorCase> error_cases() {
                                         0.0, "leaky_relu", 0.2, true);
                    },
                    {"grad (the map icnn_forward returned", "required when grad_psi is given"}});
+  cases.push_back({"softplus_weights_backward shape mismatch",
+                   [=] {
+                     c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("lidvae_ext::softplus_weights_backward", "")
+                         .typed<Tensor(const Tensor&, const Tensor&)>()
+                         .call(at::zeros({3}, f64), at::zeros({4}, f64));
+                   },
+                   {"grad has shape [3] but raw has shape [4]"}});
   return cases;
+}
+
+
+// ---- the weight parametrization ops ----------------------------------------------------
+
+using SoftplusFn = Tensor(const Tensor&);
+using SoftplusBackwardFn = Tensor(const Tensor&, const Tensor&);
+
+// softplus_weights / softplus_weights_backward against at::softplus / at::softplus_backward
+// (beta 1, threshold 20) on n values of dtype: a wide range, the thresholds, an odd length.
+std::string run_softplus_case(at::ScalarType dtype, int64_t n, double tol, double* worst) {
+  static const auto fwd = c10::Dispatcher::singleton()
+                              .findSchemaOrThrow("lidvae_ext::softplus_weights", "")
+                              .typed<SoftplusFn>();
+  static const auto bwd = c10::Dispatcher::singleton()
+                              .findSchemaOrThrow("lidvae_ext::softplus_weights_backward", "")
+                              .typed<SoftplusBackwardFn>();
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  const Tensor edges = at::tensor({0.0, 19.99, 20.0, 20.01, -20.0, -86.9, -100.0, -800.0, 900.0}, f64);
+  const Tensor raw64 = at::cat({at::rand({n}, f64).mul(240.0).sub(120.0), edges});
+  const Tensor raw = raw64.to(dtype);
+  const Tensor grad = at::randn({raw.numel()}, f64).to(dtype);
+  const Tensor want = at::softplus(raw.to(at::kDouble), 1.0, 20.0);
+  const Tensor want_back = at::softplus_backward(grad.to(at::kDouble), raw.to(at::kDouble), 1.0, 20.0);
+  const Tensor got = fwd.call(raw).to(at::kDouble), got_back = bwd.call(grad, raw).to(at::kDouble);
+  if (!got.isfinite().all().item<bool>() || !got_back.isfinite().all().item<bool>())
+    return " non-finite values";
+  const double floor = dtype == at::kFloat ? 1e-37 : 1e-300;  // below: denormal territory
+  auto rel = [&](const Tensor& a, const Tensor& b) {
+    return ((a - b).abs() / b.abs().clamp_min(floor)).masked_fill(b.abs() < floor, 0.0).max().item<double>();
+  };
+  *worst = std::max(rel(got, want), rel(got_back, want_back));
+  return *worst <= tol ? "" : " relative error above tolerance";
 }
 
 }  // namespace
@@ -429,6 +470,23 @@ int main() {
     char err_text[64];
     std::snprintf(err_text, sizeof(err_text), " [max rel err %.2e, tol %.0e]", worst, c.tol);
     report(describe(c) + err_text, failure);
+  }
+
+  for (const auto& [dtype, tol] : {std::pair<at::ScalarType, double>{at::kDouble, 1e-13},
+                                   std::pair<at::ScalarType, double>{at::kFloat, 2e-6}}) {
+    for (int64_t n : {0, 7, 100003}) {
+      std::string failure;
+      double worst = 0.0;
+      try {
+        failure = run_softplus_case(dtype, n, tol, &worst);
+      } catch (const c10::Error& err) {
+        failure = std::string(" threw: ") + err.what_without_backtrace();
+      }
+      char text[96];
+      std::snprintf(text, sizeof(text), "softplus_weights %s n=%lld [max rel err %.2e, tol %.0e]",
+                    dtype == at::kFloat ? "float32" : "float64", static_cast<long long>(n), worst, tol);
+      report(text, failure);
+    }
   }
 
   for (const auto& e : error_cases()) {
