@@ -186,3 +186,14 @@ def test_bad_environment_choice_is_an_error(monkeypatch):
     monkeypatch.setenv("LIDVAE_CPU_SOFTPLUS", "mkl")
     with pytest.raises(ValueError, match="LIDVAE_CPU_SOFTPLUS must be one of"):
         BrenierMap(3, 8, backend="fused")(torch.randn(2, 3))
+
+
+def test_cuda_kernel_formulas_on_cpu_tensors():
+    # The CUDA kernels are ATen compositions (no GPU here: run the same functions on CPU).
+    raw = torch.cat([8 * torch.randn(500, dtype=torch.float64), torch.tensor([20.0, 25.0, -30.0], dtype=torch.float64)])
+    grad = torch.randn_like(raw)
+    torch.testing.assert_close(positivity._cuda_softplus(raw), positivity.softplus_weights(raw), rtol=1e-13, atol=0)
+    torch.testing.assert_close(positivity._cuda_softplus_backward(grad, raw),
+                               positivity.softplus_weights_backward(grad, raw), rtol=1e-13, atol=0)
+    with pytest.raises(RuntimeError, match="must match"):
+        positivity._cuda_softplus_backward(grad[:3], raw)
