@@ -355,6 +355,7 @@ def test_cli_compare_text_and_resume(tmp_path, capsys):
                     "latent_r2"):
             assert key in m
     assert rep["lidsvae-alpha0"]["strong_convexity"] == 0.0 and rep["betasvae0.2"]["kl_weight"] == 0.2
+    assert rep["lidsvae-alpha0"]["beta"] == "pca"  # the text default, fitted on the training tokens
     for f in ("report.md", "samples.txt", "kl_per_dim.png", "training_curves.png", "svae/checkpoint.pt"):
         assert (tmp_path / "run" / f).is_file(), f
     assert "latent R²" in (tmp_path / "run" / "report.md").read_text()
@@ -383,3 +384,16 @@ def test_text_throughput_benchmark_runs():
     assert out["tokens_per_round"] > 4
     assert set(out["tokens_per_s"]) >= {"svae", "lidsvae-reference"}
     assert all(v > 0 for v in out["tokens_per_s"].values())
+
+
+def test_text_model_specs():
+    from lidvae_ext.experiment_text import parse_text_models
+
+    specs = parse_text_models("svae,lidsvae-fixed-alpha2,lidsvae-pca,betasvae0.2")
+    assert [(s.model, s.beta, s.strong_convexity, s.kl_weight) for s in specs] == [
+        ("svae", None, None, 1.0), ("lidsvae", "fixed", 2.0, 1.0), ("lidsvae", "pca", None, 1.0),
+        ("svae", None, None, 0.2)]
+    with pytest.raises(ValueError, match="LIDSVAE-only"):
+        parse_text_models("svae-pca")
+    with pytest.raises(ValueError, match="distinct"):
+        parse_text_models("svae,svae")

@@ -158,8 +158,7 @@ class SentenceVAE(nn.Module):
 
     def _target_log_probs(self, o: Tensor, z: Tensor, targets: Tensor) -> Tensor:
         """log softmax(logits)[target] for M tokens: o (M, H), z (M, K), targets (M,)."""
-        logits = self._logits(o, z)
-        return logits.gather(1, targets.unsqueeze(1)).squeeze(1) - logits.logsumexp(1)
+        return self._logits(o, z).log_softmax(-1).gather(1, targets.unsqueeze(1)).squeeze(1)
 
     def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
         """log p(x|z) per sentence; ``z`` is (B, K) or (S, B, K) → (B,) or (S, B)."""
