@@ -181,8 +181,9 @@ def run_text_compare(specs: list[TextModelSpec], data: TextDataOptions, model_op
     (out / "report.md").write_text("\n".join([
         f"# Sentence VAEs: {', '.join(results)} on {ds.name}", "", table, "",
         f"Test split of {ds.test.shape[0]} sentences; IWAE with k = {iwae_samples}; perplexity exp(Σ NLL / Σ tokens) "
-        "with </s> counted; AU threshold " + f"{au_threshold}; latent R²: linear regression from posterior means "
-        "(fitted on the training split) to the generating latents.", "",
+        "with </s> counted; AU threshold " + f"{au_threshold}"
+        + ("; latent R²: linear regression from posterior means (fitted on the training split) to the generating "
+           "latents." if ds.test_latents is not None else "."), "",
         "Settings:", "", "```", json.dumps(meta, indent=2, default=str), "```", "",
         "Reconstructions and samples: samples.txt", ""]))
     print(table, flush=True)
