@@ -11,6 +11,7 @@ Usage::
 
     python benchmarks/text_throughput.py                       # defaults of `compare --data synthetic-text`
     python benchmarks/text_throughput.py --hidden 256 --icnn-hidden 128 --batch 128 --threads 2
+    python benchmarks/text_throughput.py --beta pca           # β = token-PCA directions (Q[I; 0])
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def build(kind: str, vocab: int, args: argparse.Namespace) -> torch.nn.Module:
     common = dict(vocab_size=vocab, latent_dim=args.latent_dim, embed_dim=args.embed_dim, hidden=args.hidden)
     if kind == "svae":
         return SVAE(**common)
-    return LIDSVAE(icnn_hidden=args.icnn_hidden, icnn_layers=args.icnn_layers, backend=kind.split("-")[1], **common)
+    return LIDSVAE(icnn_hidden=args.icnn_hidden, icnn_layers=args.icnn_layers, backend=kind.split("-")[1],
+                   beta=args.beta, **common)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--icnn-hidden", type=int, default=64)
     p.add_argument("--icnn-layers", type=int, default=2)
+    p.add_argument("--beta", default="fixed", choices=("fixed", "pca", "learned", "random"), help="LIDSVAE β")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
@@ -55,6 +58,9 @@ def main(argv: list[str] | None = None) -> dict:
     tokens = sum(int((b != 0).sum()) - b.shape[0] for b in batches)
     kinds = ["svae", "lidsvae-reference"] + (["lidsvae-fused"] if fused_available("cpu") else [])
     models = {k: build(k, len(ds.vocab), args) for k in kinds}
+    for m in models.values():
+        if isinstance(m, LIDSVAE):
+            m.fit_beta(ds.train)
     opts = {k: torch.optim.Adam(m.parameters(), 1e-3) for k, m in models.items()}
 
     def run(kind: str) -> float:
@@ -81,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"{tokens} tokens per round, batch {args.batch}, {torch.get_num_threads()} threads, "
+        print(f"{tokens} tokens per round, batch {args.batch}, β {args.beta}, {torch.get_num_threads()} threads, "
               f"median of {args.rounds} interleaved rounds")
         print("| model / backend | tokens/s |\n|---|---|")
         for k, v in out["tokens_per_s"].items():

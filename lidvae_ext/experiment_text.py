@@ -23,17 +23,25 @@ import torch
 from . import report
 from .metrics_text import evaluate_text
 from .models.sequence import LIDSVAE, SVAE, SentenceVAE
+from .nn import BETA_MODES
 from .ops import fused_available
 from .text import TextDataset, is_text_data, load_text_dataset
 from .training import TrainConfig, parse_spec_list, train
 
-TEXT_STRONG_CONVEXITY = 0.5
-TEXT_BETA = "fixed"  # explicit: the text default does not follow the image models' default β
+# α = 1: the smallest of the measured α ∈ {0.5, 0.75, 1} that keeps ≥ 0.8·K units active on both
+# synthetic-text and WordNet (docs/results.md, "Sentence VAEs"); α = 0.5 keeps 24/32 and 9/32,
+# α = 0.75 32/32 and 23/32.
+TEXT_STRONG_CONVEXITY = 1.0
+# β = "pca": the principal directions of the one-hot training tokens, z's block on the top K (the most
+# frequent tokens). With β = [I; 0] the z block moves the logits of tokens H … H+K-1 — arbitrary, mostly
+# rare words — and most units collapse (docs/results.md, "Sentence VAEs").
+TEXT_BETA = "pca"
 
 
 @dataclass
 class TextModelSpec:
-    """``svae``, ``lidsvae``, ``betasvae<w>`` with modifiers ``-alpha<a>``, ``-kl<w>``, ``-learned``, ``-fixed``."""
+    """``svae``, ``lidsvae``, ``betasvae<w>`` with modifiers ``-alpha<a>``, ``-kl<w>`` and the β modes
+    ``-fixed``, ``-pca``, ``-learned``, ``-random`` (LIDSVAE only)."""
 
     name: str
     model: str
@@ -52,16 +60,16 @@ class TextModelSpec:
             spec = cls(name, base)
         else:
             raise ValueError(f"unknown text model {text!r}: expected svae, lidsvae or betasvae<w> "
-                             "with optional -alpha<a>, -kl<w>, -learned, -fixed")
+                             "with optional -alpha<a>, -kl<w>, -fixed, -pca, -learned, -random")
         for mod in mods:
             if (m := re.fullmatch(r"alpha" + number, mod)) and spec.model == "lidsvae":
                 spec.strong_convexity = float(m.group(1))
             elif m := re.fullmatch(r"kl" + number, mod):
                 spec.kl_weight = float(m.group(1))
-            elif mod in ("learned", "fixed") and spec.model == "lidsvae":
+            elif mod in BETA_MODES and spec.model == "lidsvae":
                 spec.beta = mod
             else:
-                raise ValueError(f"bad modifier {mod!r} in model {text!r} (alpha/learned/fixed are LIDSVAE-only)")
+                raise ValueError(f"bad modifier {mod!r} in model {text!r} (alpha and the β modes are LIDSVAE-only)")
         return spec
 
 
@@ -134,6 +142,8 @@ def run_text_compare(specs: list[TextModelSpec], data: TextDataOptions, model_op
     for spec in specs:
         torch.manual_seed(train_cfg.seed)  # the same encoder/embedding initialization for every model
         model = build_text_model(spec, len(ds.vocab), model_opts)
+        if isinstance(model, LIDSVAE):
+            model.fit_beta(ds.train)  # β = "pca": principal directions of the training tokens (else a no-op)
         cfg = TrainConfig(**{**asdict(train_cfg), "desc": spec.name})
         extra = {"data": asdict(data), "spec": spec.name, "model_options": asdict(model_opts),
                  "vocab": ds.vocab.to_dict()}
@@ -174,8 +184,9 @@ def run_text_compare(specs: list[TextModelSpec], data: TextDataOptions, model_op
     (out / "report.md").write_text("\n".join([
         f"# Sentence VAEs: {', '.join(results)} on {ds.name}", "", table, "",
         f"Test split of {ds.test.shape[0]} sentences; IWAE with k = {iwae_samples}; perplexity exp(Σ NLL / Σ tokens) "
-        "with </s> counted; AU threshold " + f"{au_threshold}; latent R²: linear regression from posterior means "
-        "(fitted on the training split) to the generating latents.", "",
+        "with </s> counted; AU threshold " + f"{au_threshold}"
+        + ("; latent R²: linear regression from posterior means (fitted on the training split) to the generating "
+           "latents." if ds.test_latents is not None else "."), "",
         "Settings:", "", "```", json.dumps(meta, indent=2, default=str), "```", "",
         "Reconstructions and samples: samples.txt", ""]))
     print(table, flush=True)
@@ -236,7 +247,8 @@ def build_text_parser() -> argparse.ArgumentParser:
     g.add_argument("--icnn-hidden", type=int, default=d.icnn_hidden)
     g.add_argument("--icnn-layers", type=int, default=d.icnn_layers)
     g.add_argument("--strong-convexity", type=float, default=d.strong_convexity, help="LIDSVAE α")
-    g.add_argument("--beta", choices=("fixed", "learned"), default=d.beta, help="LIDSVAE β ([I;0] or learned)")
+    g.add_argument("--beta", choices=BETA_MODES, default=d.beta,
+                   help="LIDSVAE β: [I;0], token-PCA directions (z on the top K), learned, random orthonormal")
     g.add_argument("--backend", choices=("auto", "fused", "reference"), default=d.backend)
     t = TrainConfig()
     g = p.add_argument_group("training")

@@ -10,7 +10,7 @@ import torch
 
 from lidvae_ext.metrics_text import evaluate_text, iwae_log_likelihood, linear_r2, perplexity, predicted_tokens
 from lidvae_ext.models import build_model
-from lidvae_ext.models.sequence import LIDSVAE, SVAE, trim_padding
+from lidvae_ext.models.sequence import LIDSVAE, SVAE, token_pca_basis, trim_padding
 from lidvae_ext.ops import fused_available
 from lidvae_ext.text import (
     BOS_ID,
@@ -192,6 +192,52 @@ def test_log_likelihood_matches_stepwise_decoding(kind):
         torch.testing.assert_close(batched[s], _stepwise_log_likelihood(model, x, z[s]), rtol=1e-10, atol=1e-10)
 
 
+def test_lidsvae_sample_batched_likelihood_keeps_dropout_per_copy():
+    """Training mode with dropout: the S copies of a sentence get their own dropout masks (no shared o_t)."""
+    torch.manual_seed(0)
+    model = LIDSVAE(V, latent_dim=2, embed_dim=3, hidden=4, dropout=0.5, icnn_hidden=5).double().train()
+    x = _batch()
+    z = torch.randn(1, x.shape[0], 2, dtype=torch.float64).expand(6, -1, -1)  # 6 copies of the same z
+    with torch.no_grad():
+        ll = model.log_likelihood(x, z)
+    assert float(ll.std(0).min()) > 1e-6  # different masks → different values
+    model.eval()
+    with torch.no_grad():
+        ll = model.log_likelihood(x, z)
+    torch.testing.assert_close(ll, ll[:1].expand(6, -1), rtol=0, atol=1e-12)
+
+
+def test_token_pca_basis_against_one_hot_svd():
+    """The 'pca' β = principal directions of the one-hot target tokens, z block = the top K."""
+    seqs = [torch.randint(4, 30, (n,), generator=torch.Generator().manual_seed(n)).tolist() for n in range(1, 40)]
+    seqs += [[4] * 5] * 20 + [[5, 6]] * 10  # a few clearly frequent tokens
+    x = pad_sequences(seqs, 30)
+    hidden, k = 5, 3
+    basis = token_pca_basis(x, 30, hidden, k)
+    assert basis.shape == (30, hidden + k)
+    torch.testing.assert_close(basis.t() @ basis, torch.eye(hidden + k, dtype=basis.dtype), rtol=0, atol=1e-10)
+    tgt = x[:, 1:]
+    onehot = torch.nn.functional.one_hot(tgt[tgt != PAD_ID], 30).double()
+    _, sv, vh = torch.linalg.svd(onehot - onehot.mean(0), full_matrices=False)
+    assert float(sv[hidden + k - 1] - sv[hidden + k]) > 1e-6  # the subspaces below are well defined
+    top_k, next_h = vh[:k].t(), vh[k:k + hidden].t()
+
+    def same_span(a, b):
+        return torch.testing.assert_close(a @ a.t(), b @ b.t(), rtol=0, atol=1e-8)
+
+    same_span(basis[:, hidden:], top_k)  # u = [o; z]: z's coordinates get the top principal directions
+    same_span(basis[:, :hidden], next_h)
+    assert bool((basis[basis.abs().argmax(0), torch.arange(hidden + k)] > 0).all())
+    model = LIDSVAE(30, latent_dim=k, embed_dim=3, hidden=hidden, icnn_hidden=4, beta="pca")
+    with pytest.raises(RuntimeError, match="no basis yet"):
+        model(x)
+    model.fit_beta(x)
+    torch.testing.assert_close(model.token_decoder.beta.weight().double(), basis, rtol=0, atol=1e-6)
+    assert torch.isfinite(model(x)["loss"])
+    with pytest.raises(ValueError, match="vocab_size >= hidden \\+ latent_dim"):
+        token_pca_basis(x, 7, hidden, k)
+
+
 @pytest.mark.parametrize("kind", ["svae", "lidsvae"])
 def test_iwae_and_perplexity_against_quadrature(kind):
     """K = 1: log p(x) = log ∫ p(x|z) N(z; 0, 1) dz on a fine grid; IWAE(k) must approach it from below."""
@@ -231,16 +277,17 @@ def test_linear_r2():
 
 # ----------------------------------------------------------------------------- fused vs reference
 @pytest.mark.skipif(not fused_available("cpu"), reason="fused CPU kernels not built")
-@pytest.mark.parametrize("beta", ["fixed", "learned"])
+@pytest.mark.parametrize("beta", ["fixed", "learned", "pca"])
 def test_token_decoder_fused_matches_reference(beta):
     torch.manual_seed(0)
     fused = LIDSVAE(40, latent_dim=3, embed_dim=5, hidden=6, dropout=0.0, icnn_hidden=7, beta=beta,
                     backend="fused").double()
     ref = LIDSVAE(40, latent_dim=3, embed_dim=5, hidden=6, dropout=0.0, icnn_hidden=7, beta=beta,
                   backend="reference").double()
-    ref.load_state_dict(fused.state_dict())
     seqs = [torch.randint(4, 40, (n,), generator=torch.Generator().manual_seed(n)).tolist() for n in (3, 9, 1, 6)]
     x = pad_sequences(seqs, 40)
+    fused.fit_beta(x)
+    ref.load_state_dict(fused.state_dict())
     eps = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
     lf, lr = fused(x, eps)["loss"], ref(x, eps)["loss"]
     torch.testing.assert_close(lf, lr, rtol=1e-12, atol=1e-12)
@@ -308,6 +355,7 @@ def test_cli_compare_text_and_resume(tmp_path, capsys):
                     "latent_r2"):
             assert key in m
     assert rep["lidsvae-alpha0"]["strong_convexity"] == 0.0 and rep["betasvae0.2"]["kl_weight"] == 0.2
+    assert rep["lidsvae-alpha0"]["beta"] == "pca"  # the text default, fitted on the training tokens
     for f in ("report.md", "samples.txt", "kl_per_dim.png", "training_curves.png", "svae/checkpoint.pt"):
         assert (tmp_path / "run" / f).is_file(), f
     assert "latent R²" in (tmp_path / "run" / "report.md").read_text()
@@ -336,3 +384,16 @@ def test_text_throughput_benchmark_runs():
     assert out["tokens_per_round"] > 4
     assert set(out["tokens_per_s"]) >= {"svae", "lidsvae-reference"}
     assert all(v > 0 for v in out["tokens_per_s"].values())
+
+
+def test_text_model_specs():
+    from lidvae_ext.experiment_text import parse_text_models
+
+    specs = parse_text_models("svae,lidsvae-fixed-alpha2,lidsvae-pca,betasvae0.2")
+    assert [(s.model, s.beta, s.strong_convexity, s.kl_weight) for s in specs] == [
+        ("svae", None, None, 1.0), ("lidsvae", "fixed", 2.0, 1.0), ("lidsvae", "pca", None, 1.0),
+        ("svae", None, None, 0.2)]
+    with pytest.raises(ValueError, match="LIDSVAE-only"):
+        parse_text_models("svae-pca")
+    with pytest.raises(ValueError, match="distinct"):
+        parse_text_models("svae,svae")

@@ -151,11 +151,14 @@ class SentenceVAE(nn.Module):
         rnn_in = self._decoder_input(self.embedding(inp), z.unsqueeze(1).expand(-1, steps, -1))
         o, _ = self.decoder_rnn(rnn_in, self._initial_state(z))
         rows = mask.nonzero(as_tuple=True)
-        logits = self._logits(self.dropout(o[rows]), z[rows[0]])  # only real tokens, one call
-        tok_logp = logits.log_softmax(-1).gather(1, tgt[rows].unsqueeze(1)).squeeze(1)
+        tok_logp = self._target_log_probs(self.dropout(o[rows]), z[rows[0]], tgt[rows])  # real tokens, one call
         logp = torch.zeros(mask.shape, dtype=tok_logp.dtype, device=x.device)
         logp = logp.index_put(rows, tok_logp)
         return logp, mask
+
+    def _target_log_probs(self, o: Tensor, z: Tensor, targets: Tensor) -> Tensor:
+        """log softmax(logits)[target] for M tokens: o (M, H), z (M, K), targets (M,)."""
+        return self._logits(o, z).log_softmax(-1).gather(1, targets.unsqueeze(1)).squeeze(1)
 
     def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
         """log p(x|z) per sentence; ``z`` is (B, K) or (S, B, K) → (B,) or (S, B)."""
@@ -279,8 +282,12 @@ class LIDSVAE(SentenceVAE):
         Width and depth of both ICNNs of ``LIDDecoder(hidden + K, |V|)``.
     strong_convexity : float
         α of both ICNNs.
-    beta : {"fixed", "learned"}
-        β = [I; 0] (default: the zero-padded path, cheap for |V|-wide maps) or learned.
+    beta : {"fixed", "learned", "pca", "random"}
+        β = [I; 0] (default: the zero-padded path, cheap for |V|-wide maps),
+        learned, or a fixed orthonormal β: ``"pca"`` the principal directions
+        of the training tokens' one-hot vectors (:func:`token_pca_basis`; call
+        :meth:`fit_beta` with the training split before training, or load a
+        checkpoint that holds it), ``"random"`` a seeded random one.
     backend : {"auto", "fused", "reference"}
         Brenier-map kernels.
     """
@@ -300,6 +307,12 @@ class LIDSVAE(SentenceVAE):
         self.config.update(icnn_hidden=icnn_hidden, icnn_layers=icnn_layers, strong_convexity=strong_convexity,
                            beta=beta, backend=backend)
 
+    def fit_beta(self, train_x: Tensor) -> None:
+        """Set the ``"pca"`` β from the training sentences (:func:`token_pca_basis`); no-op for other β."""
+        if self.config["beta"] == "pca":
+            self.token_decoder.beta.set_basis(token_pca_basis(train_x, self.vocab_size, self.hidden,
+                                                              self.latent_dim))
+
     def _decoder_input(self, emb: Tensor, z: Tensor) -> Tensor:
         return emb
 
@@ -308,6 +321,61 @@ class LIDSVAE(SentenceVAE):
 
     def _logits(self, o: Tensor, z: Tensor) -> Tensor:
         return self.token_decoder(torch.cat([o, z], -1))
+
+    def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
+        """log p(x|z) per sentence; ``z`` is (B, K) or (S, B, K) → (B,) or (S, B).
+
+        The decoder LSTM reads words only, so for S latent samples per
+        sentence (IWAE, −ELBO) its outputs o_t are computed once and only the
+        token decoder runs S times (all S·M real tokens in one call). In
+        training mode with dropout the S copies need their own dropout masks:
+        then every copy is decoded separately, as the base class does.
+        """
+        if z.dim() != 3 or (self.training and self.dropout.p > 0):
+            return super().log_likelihood(x, z)
+        x = trim_padding(x)
+        s, b = z.shape[0], x.shape[0]
+        if z.shape[1:] != (b, self.latent_dim):
+            raise ValueError(f"z must have shape (S, {b}, {self.latent_dim}), got {tuple(z.shape)}")
+        inp, tgt = x[:, :-1], x[:, 1:]
+        rows = (tgt != PAD_ID).nonzero(as_tuple=True)
+        o, _ = self.decoder_rnn(self.embedding(inp))
+        o_rows = self.dropout(o[rows])  # (M, H); the identity unless training
+        m = o_rows.shape[0]
+        lp = self._target_log_probs(o_rows.unsqueeze(0).expand(s, -1, -1).reshape(s * m, -1),
+                                    z[:, rows[0]].reshape(s * m, -1), tgt[rows].repeat(s))
+        out = torch.zeros(s, b, dtype=lp.dtype, device=x.device)
+        return out.index_add(1, rows[0], lp.reshape(s, m))
+
+
+def token_pca_basis(x: Tensor, vocab_size: int, hidden: int, latent_dim: int) -> Tensor:
+    """The ``"pca"`` β (|V| × (H+K)) of an :class:`LIDSVAE` from training sentences ``x`` (N, T).
+
+    The token decoder's data are the one-hot vectors e_w of the predicted
+    tokens (w_1 … ``</s>``); their covariance is diag(p) − p pᵀ with p the
+    token frequencies, so the principal directions are its eigenvectors
+    (computed from the counts, never from the one-hot matrix). The top K
+    directions go to the z block of u = [o; z] — the coordinates whose
+    sensitivity the strongly convex maps guarantee (α² per unit of z) then
+    move the logits of the most frequent tokens, not of arbitrary ones — and
+    the next H to the o block. Columns are orthonormal, each column's sign
+    fixed so that its largest-magnitude entry is positive.
+    """
+    dim = hidden + latent_dim
+    if vocab_size < dim:
+        raise ValueError(f"token_pca_basis needs vocab_size >= hidden + latent_dim, got {vocab_size} < {dim}")
+    x = trim_padding(x)
+    tgt = x[:, 1:]
+    counts = torch.bincount(tgt[tgt != PAD_ID], minlength=vocab_size).double()
+    if counts.numel() > vocab_size:
+        raise ValueError(f"token ids must be < vocab_size={vocab_size}, got max id {counts.numel() - 1}")
+    p = counts / counts.sum()
+    evals, evecs = torch.linalg.eigh(torch.diag(p) - torch.outer(p, p))
+    top = evecs.flip(1)[:, :dim]  # descending eigenvalues
+    basis = torch.cat([top[:, latent_dim:], top[:, :latent_dim]], 1)  # u = [o; z]: z gets the top K
+    idx = basis.abs().argmax(0)
+    sign = torch.sign(basis[idx, torch.arange(dim)])
+    return (basis * torch.where(sign == 0, 1.0, sign)).contiguous()
 
 
 def build_sequence_model(config: dict[str, Any], backend: str | None = None) -> SentenceVAE:
