@@ -115,4 +115,6 @@ def test_fourth_derivatives_match_reference():
 
     for got, want in zip(fourth(ops), fourth(reference)):
         torch.testing.assert_close(got, want, **TOL)
-        assert want.abs().max() > 1e-4
+        # Non-trivial at the tolerance's scale (atol 1e-11): over 300 draws the smallest
+        # max |4th derivative| was 3.6e-5, and 1.3 % of draws fall under 1e-4.
+        assert want.abs().max() > 1e-7
