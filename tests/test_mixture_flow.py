@@ -102,6 +102,8 @@ def test_flow_elbo_matches_brute_force_enumeration(kind):
             for c in model.flow.couplings:  # the flow written out: z_b += t(z_a), halves alternating
                 z = z.clone()
                 z[..., c.update] = z[..., c.update] + c.net(z[..., c.cond])
+            # the decoded latents are the flow's output, draw for draw
+            torch.testing.assert_close(terms["z"][y], z.reshape(s * 3, -1), rtol=0, atol=1e-12)
             log_px = Bernoulli(logits=model.decode(z), validate_args=False).log_prob(x).sum(-1)
             log_pz = Normal(mu[y], std[y]).log_prob(z).sum(-1)
             term = log_px + log_pz - q0.log_prob(z0).sum(-1) + math.log(1 / model.clusters) - torch.log(qy[:, y])
@@ -109,6 +111,10 @@ def test_flow_elbo_matches_brute_force_enumeration(kind):
             se2 += (qy[:, y] ** 2) * (log_pz + q0.entropy().sum(-1)).var(0) / s  # the KL is the only MC part
     tol = 6 * se2.sqrt() + 1e-9
     assert ((model_elbo - brute).abs() < tol).all(), (model_elbo, brute, tol)
+    # the training-time AU trace: E_q[z|x] from the component modes f(m_k(x))
+    out = model(x, eps=eps[:, 0])
+    with torch.no_grad():
+        torch.testing.assert_close(out["mean"], (qy.t().unsqueeze(-1) * model.flow(mean)).sum(0))
 
 
 def test_flow_iwae_bounds_against_quadrature():
