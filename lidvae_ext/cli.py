@@ -79,8 +79,6 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_model_train_args(p: argparse.ArgumentParser) -> None:
-    from .training import DEFAULT_BETA
-
     defaults = _model_defaults()
     g = p.add_argument_group("model")
     g.add_argument("--latent-dim", type=int, default=32)
@@ -91,9 +89,8 @@ def _add_model_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--strong-convexity", type=float, default=defaults.strong_convexity,
                    help="LIDVAE α (0 = the paper's ICNN)")
     g.add_argument("--beta", choices=BETA_CHOICES, default=defaults.beta,
-                   help="β of the LID decoders: 'pca' = the training split's top-K principal directions "
-                        "(fixed), 'fixed' = [I;0], 'random' = a seeded random orthonormal one, 'learned'; "
-                        "default: per family, " + ", ".join(f"{k} {v}" for k, v in DEFAULT_BETA.items()))
+                   help="LIDVAE β: 'pca' = the training split's top-K principal directions (fixed), "
+                        "'fixed' = [I;0], 'random' = a seeded random orthonormal one, 'learned'")
     g.add_argument("--clusters", type=_clusters, default=defaults.clusters,
                    help="mixture components C of the mixture-prior models (gmvae, betagmvae<w>, lidgmvae)")
     g.add_argument("--flow", action="store_true",

@@ -41,12 +41,6 @@ from .nn import BETA_MODES, fit_beta
 # ----------------------------------------------------------------------------- model specs
 LID_MODELS = ("lidvae", "lidgmvae")  # models with the Brenier-map decoder (take -alpha, -learned, -fixed)
 MIXTURE_MODELS = ("gmvae", "lidgmvae")  # mixture-prior models (take --clusters)
-#: β of each LID family's decoder when neither the run (``ModelOptions.beta``, ``--beta``) nor the
-#: model name (``-pca``, ``-fixed``, ...) sets one — the one place these defaults live. Measured in
-#: docs/results.md: ``pca`` keeps the LIDVAE's units at convergence (issue #9); in the mixture model
-#: it lets z take over the clusters' job on digits (KL(q(y|x) ‖ Unif) 0.4–0.6 vs 1.3–1.9 nats, lower
-#: cluster accuracy, fewer within-cluster units), which the seeded random orthonormal β does not.
-DEFAULT_BETA = {"lidvae": "pca", "lidgmvae": "random"}
 
 
 @dataclass
@@ -116,17 +110,14 @@ class ModelOptions:
     """Architecture options shared by every model of a run — the single source of the defaults.
 
     Defaults: MLPs 256×2, ICNN width 128, L = 2, strong convexity α = 0.5 and
-    β = None: each LID family's own default, :data:`DEFAULT_BETA` — ``"pca"``
-    for the LIDVAE (a fixed embedding on the training split's top-K principal
-    directions, fitted by :func:`lidvae_ext.nn.fit_beta` in
-    :func:`lid_decoder_options`), ``"random"`` (a seeded random orthonormal
-    embedding) for the LIDGMVAE. β = [I; 0] (``"fixed"``) puts the decoder's
+    β = ``"pca"``: a fixed embedding on the training split's top-K principal
+    directions (fitted by :func:`lidvae_ext.nn.fit_beta` in
+    :func:`lid_decoder_options`). β = [I; 0] (``"fixed"``) puts the decoder's
     guaranteed sensitivity on the first K data coordinates — on 28×28 images
     the always-0 top rows, where it carries no likelihood information — and
-    loses active units at convergence (docs/results.md, issue #9). A β set
-    here applies to every LID model of the run.
+    loses active units at convergence (docs/results.md, issue #9).
     ``clusters`` is C of the mixture-prior models; their LID decoder takes the
-    same ICNN/α options as the LIDVAE's (:func:`lid_decoder_options`).
+    same ICNN/α/β options as the LIDVAE's (:func:`lid_decoder_options`).
     """
 
     latent_dim: int = 32
@@ -135,7 +126,7 @@ class ModelOptions:
     icnn_hidden: int = 128
     icnn_layers: int = 2
     strong_convexity: float = 0.5
-    beta: str | None = None  # None: the model family's DEFAULT_BETA
+    beta: str = "pca"
     backend: str = "auto"
     likelihood: str = "bernoulli"
     binarize: bool = False
@@ -161,27 +152,23 @@ def build_from_spec(spec: ModelSpec, data_dim: int, opts: ModelOptions,
     if spec.model in MIXTURE_MODELS:
         from .models.mixture import build_mixture_from_spec
 
-        lid = (lid_decoder_options(opts, train_x, spec.strong_convexity, spec.beta, family=spec.model)
-               if spec.model in LID_MODELS else {})
+        lid = lid_decoder_options(opts, train_x, spec.strong_convexity, spec.beta) if spec.model in LID_MODELS else {}
         return build_mixture_from_spec(spec.model, opts, lid, flow=spec.flow or opts.flow, **common)
     return LIDVAE(**lid_decoder_options(opts, train_x, spec.strong_convexity, spec.beta), **common)
 
 
 def lid_decoder_options(opts: ModelOptions, train_x: Tensor | None = None, strong_convexity: float | None = None,
-                        beta: str | None = None, family: str = "lidvae") -> dict[str, Any]:
+                        beta: str | None = None) -> dict[str, Any]:
     """Keyword arguments of the LIDVAE decoder (``icnn_hidden``, ``icnn_layers``, ``strong_convexity``,
     ``beta``, ``backend``, ``beta_basis``) from the run's options — the one place the LIDVAE
     decoder defaults are resolved (any model with a :class:`lidvae_ext.LIDDecoder` should use it).
 
     ``strong_convexity``/``beta`` override the options (a model name's modifiers);
-    without either, β is the ``family``'s :data:`DEFAULT_BETA` (``"lidvae"`` or
-    ``"lidgmvae"``). A data-dependent β (``"pca"``) is fitted on ``train_x`` (the
-    training split) by :func:`lidvae_ext.nn.fit_beta`.
+    a data-dependent β (``"pca"``) is fitted on ``train_x`` (the training split) by
+    :func:`lidvae_ext.nn.fit_beta`.
     """
-    if family not in DEFAULT_BETA:
-        raise ValueError(f"family must be one of {sorted(DEFAULT_BETA)}, got {family!r}")
     alpha = opts.strong_convexity if strong_convexity is None else strong_convexity
-    beta = beta or opts.beta or DEFAULT_BETA[family]
+    beta = beta or opts.beta
     return dict(icnn_hidden=opts.icnn_hidden, icnn_layers=opts.icnn_layers, strong_convexity=alpha, beta=beta,
                 backend=opts.backend, beta_basis=fit_beta(beta, train_x, opts.latent_dim))
 

@@ -9,7 +9,7 @@ from lidvae_ext import ops, reference
 from lidvae_ext.models import LIDVAE, build_model
 from lidvae_ext.nn import LIDDecoder, complete_orthonormal, fit_beta, random_orthonormal
 from lidvae_ext.training import ModelOptions, ModelSpec, build_from_spec, load_checkpoint, model_from_checkpoint, train
-from lidvae_ext.training import DEFAULT_BETA, TrainConfig
+from lidvae_ext.training import TrainConfig
 
 needs_fused = pytest.mark.skipif(not ops.fused_available("cpu"), reason="compiled extension not built")
 
@@ -123,4 +123,4 @@ def test_spec_modifiers_and_default_fits_pca():
     x = torch.rand(40, 10)
     model = build_from_spec(ModelSpec.parse("lidvae"), 10, ModelOptions(latent_dim=3, encoder_hidden=(8,),
                                                                         icnn_hidden=8), train_x=x)
-    assert isinstance(model, LIDVAE) and model.config["beta"] == DEFAULT_BETA["lidvae"] == "pca"
+    assert isinstance(model, LIDVAE) and model.config["beta"] == ModelOptions().beta

@@ -333,27 +333,3 @@ def test_mixture_early_stopping_and_diagnostics_use_the_mixture():
     out = posterior_spread(m1, x1, num_samples=20000, seed=0)
     assert abs(out["exact_var"][0] - float(exact_var.mean())) < 0.05 * float(exact_var.mean()) + 1e-3, (
         out["exact_var"], exact_var)
-
-
-def test_beta_defaults_per_family_from_one_table():
-    """Without --beta each LID family takes its DEFAULT_BETA; --beta and name modifiers override for every family."""
-    from lidvae_ext.training import DEFAULT_BETA, lid_decoder_options
-
-    assert DEFAULT_BETA == {"lidvae": "pca", "lidgmvae": "random"}
-    x = torch.rand(40, 12)
-    base = dict(latent_dim=3, encoder_hidden=(16,), icnn_hidden=8, backend="reference", clusters=2)
-    opts = ModelOptions(**base)
-    assert opts.beta is None
-    assert build_from_spec(ModelSpec.parse("lidvae"), 12, opts, train_x=x).config["beta"] == "pca"
-    lid = build_from_spec(ModelSpec.parse("lidgmvae"), 12, opts, train_x=x)
-    assert lid.config["beta"] == "random" and lid.decoder.beta.mode == "random"
-    for beta in ("fixed", "pca"):
-        shared = ModelOptions(**base, beta=beta)
-        for name in ("lidvae", "lidgmvae"):
-            assert build_from_spec(ModelSpec.parse(name), 12, shared, train_x=x).config["beta"] == beta
-    assert build_from_spec(ModelSpec.parse("lidgmvae-pca"), 12, opts, train_x=x).config["beta"] == "pca"
-    assert lid_decoder_options(opts, x, family="lidgmvae")["beta"] == "random"
-    with pytest.raises(ValueError, match="family must be one of"):
-        lid_decoder_options(opts, x, family="gmvae")
-    args = cli.build_parser().parse_args(["compare", "--models", "lidgmvae"])
-    assert args.beta is None and cli._options(args)[1].beta is None
