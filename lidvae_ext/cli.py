@@ -93,6 +93,9 @@ def _add_model_train_args(p: argparse.ArgumentParser) -> None:
                         "'fixed' = [I;0], 'random' = a seeded random orthonormal one, 'learned'")
     g.add_argument("--clusters", type=_clusters, default=defaults.clusters,
                    help="mixture components C of the mixture-prior models (gmvae, betagmvae<w>, lidgmvae)")
+    g.add_argument("--flow", action="store_true",
+                   help="mixture models: follow q(z|x,y) by a volume-preserving flow (two additive couplings, "
+                        "alternating halves); per model: the -flow name modifier")
     g.add_argument("--backend", choices=("auto", "fused", "reference"), default="auto",
                    help="Brenier-map kernels (auto: fused if built, else the autograd reference)")
     g.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
@@ -171,7 +174,7 @@ def _options(args: argparse.Namespace):
     model = ModelOptions(args.latent_dim, tuple(args.encoder_hidden), tuple(args.decoder_hidden), args.icnn_hidden,
                          args.icnn_layers, args.strong_convexity, args.beta, args.backend, args.likelihood,
                          args.binarize and args.likelihood == "bernoulli", args.gaussian_std, args.learn_std,
-                         clusters=args.clusters)
+                         clusters=args.clusters, flow=args.flow)
     if args.early_stopping is not None and args.early_stopping < 1:
         raise ValueError(f"--early-stopping PATIENCE must be a positive integer, got {args.early_stopping}")
     if not 0.0 < args.val_fraction < 1.0:

@@ -16,7 +16,10 @@ likelihood p(x|η), on held-out data:
   example, the exact posterior's mean m_k(x) and variance v_k(x) of z_k, and
   the effective sample size. Reported: ``E_x v_k`` (1 = the prior's spread),
   ``Var_x m_k`` (the exact posterior's "active-unit" variance, next to q's
-  ``Var_x μ_k``) and q's own ``E_x σ²_k``.
+  ``Var_x μ_k``) and q's own ``E_x σ²_k``. Mixture-prior models (which have
+  ``log_prior``) are weighted with their own mixture prior; their proposal is
+  the Gaussian with the moments of q(z|x) (``encode``), an exact density of
+  what is sampled, so the weights stay correct.
 
 A dimension with ``F_kk ≈ 0`` is not identifiable in practice (the decoder
 ignores it; the exact posterior equals the prior there). A dimension with
@@ -146,6 +149,8 @@ def posterior_spread(model: Any, x: Tensor, num_samples: int = 1000, seed: int =
     """
     if num_samples < 2:
         raise ValueError(f"num_samples must be >= 2, got {num_samples}")
+    # the model's own prior (mixture models: log Σ_k N(z; μ_k, σ_k²)/C); the Gaussian-prior models' N(0, I)
+    log_prior = getattr(model, "log_prior", standard_normal_log_prob)
     was = model.training
     model.eval()
     try:
@@ -163,7 +168,7 @@ def posterior_spread(model: Any, x: Tensor, num_samples: int = 1000, seed: int =
                 s = min(chunk, num_samples - s0)
                 eps = torch.randn((s, *mu.shape), generator=gen, dtype=mu.dtype).to(device)
                 z = mu + std * eps  # (s, B, K)
-                lw = model.log_likelihood(xb, z) + standard_normal_log_prob(z) - diag_gaussian_log_prob(z, mu, logvar)
+                lw = model.log_likelihood(xb, z) + log_prior(z) - diag_gaussian_log_prob(z, mu, logvar)
                 zs.append(z.double().cpu())
                 lws.append(lw.double().cpu())
             z_all, lw_all = torch.cat(zs), torch.cat(lws)  # (S, B, K), (S, B)

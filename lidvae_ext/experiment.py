@@ -99,6 +99,8 @@ def _train_one(spec: ModelSpec, ds: Dataset, data: DataOptions, model_opts: Mode
                    active_units_at=active_units_at(out["au_variance"], eval_opts.au_thresholds),
                    best_epoch=result.best_epoch, stopped_epoch=result.stopped_epoch,
                    val_size=None if stop_x is None else int(stop_x.shape[0]))
+        if getattr(model, "is_mixture", False):
+            out["flow"] = model.flow is not None
         if eval_opts.diagnostics:
             from .diagnostics import diagnose
 

@@ -20,6 +20,12 @@ posterior and p(z) = Σ_k (1/C) N(μ_k, σ_k²) the marginal prior:
   ancestrally (y_i ~ q(y|x), z_i ~ q(z|x, y_i)) and both densities the exact
   mixtures — an unbiased estimate of p(x) inside the log, so a proper bound, and
   never looser in expectation than the −ELBO.
+
+With the optional flow (``model.flow``; z = f(z₀), z₀ ~ N(m_k, s_k²), log-det 0):
+E_q[z|x,k] comes from :meth:`MixtureVAE.component_moments` (common-random-number
+Monte Carlo); ``kl_z`` is E[−H(N(m_k, s_k²)) − log p(f(z₀)|k)] estimated with the
+same draws; MI(x; z) = MI(x; z₀) exactly (f is one bijection shared by every x);
+the IWAE weights use log q(z|x) = log Σ_k q(k|x) N(z₀; m_k, s_k²).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .models.mixture import gaussian_kl_diag
+from .models.mixture import MOMENT_SAMPLES, gaussian_kl_diag, gaussian_log_prob_diag, moment_noise
 from .models.vae import diag_gaussian_log_prob
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -59,6 +65,28 @@ def encode_mixture_dataset(model: Any, x: Tensor, batch_size: int = 512) -> tupl
         ms.append(mean.transpose(0, 1).cpu())
         lvs.append(logvar.transpose(0, 1).cpu())
     return torch.cat(lq), torch.cat(ms), torch.cat(lvs)
+
+
+@torch.no_grad()
+def component_moments_dataset(model: Any, x: Tensor, batch_size: int = 512,
+                              num_samples: int = MOMENT_SAMPLES) -> tuple[Tensor, Tensor]:
+    """``(E_q[z|x,k] (N, C, K), kl_z per dimension (K,) float64)`` for a model with a flow (CPU).
+
+    The means are :meth:`MixtureVAE.component_moments`; the KL per dimension is
+    E_x Σ_k q(k|x) E_{z₀}[−H_d(N(m_k, s_k²)) − log p(f(z₀)_d | k)] over the same
+    ``num_samples`` common-random-number draws (:func:`~lidvae_ext.models.mixture.moment_noise`).
+    """
+    dev = _device(model)
+    mu, lv = (t.detach() for t in model.prior_params())
+    eps = moment_noise(num_samples, model.latent_dim, mu.dtype, dev)
+    means, kl_sum = [], torch.zeros(model.latent_dim, dtype=torch.float64)
+    for sl in _batches(x.shape[0], batch_size):
+        log_qy, mean, logvar = model.encode_mixture(x[sl].to(dev))
+        z = model.flow(mean + torch.exp(0.5 * logvar) * eps)  # (S, C, B, K)
+        kl = (-0.5 * (logvar + LOG_2PI + 1.0) - gaussian_log_prob_diag(z, mu.unsqueeze(1), lv.unsqueeze(1))).mean(0)
+        kl_sum += (log_qy.exp().t().unsqueeze(-1) * kl).sum((0, 1)).double().cpu()
+        means.append(z.mean(0).transpose(0, 1).cpu())
+    return torch.cat(means), kl_sum / x.shape[0]
 
 
 def posterior_mean(log_qy: Tensor, mean: Tensor) -> Tensor:
@@ -201,9 +229,10 @@ def mixture_iwae_log_likelihood(model: Any, x: Tensor, num_samples: int = 100, b
         log_w = []
         for start in range(0, num_samples, chunk):
             s = min(chunk, num_samples - start)
-            z = _sample_posterior(log_qy, mean_b, logvar_b, s, generator)  # (s, B, K)
-            comp = diag_gaussian_log_prob(z.unsqueeze(2), mean_b, logvar_b)  # (s, B, C)
-            log_q = torch.logsumexp(log_qy + comp, dim=-1)
+            z0 = _sample_posterior(log_qy, mean_b, logvar_b, s, generator)  # (s, B, K)
+            comp = diag_gaussian_log_prob(z0.unsqueeze(2), mean_b, logvar_b)  # (s, B, C)
+            log_q = torch.logsumexp(log_qy + comp, dim=-1)  # = log q(f(z0)|x): the flow's log-det is 0
+            z = model.transform(z0) if getattr(model, "flow", None) is not None else z0
             lw = model.log_likelihood(xb, z) + model.log_prior(z) - log_q
             log_w.append(lw.double().cpu())
         out.append(torch.logsumexp(torch.cat(log_w), dim=0) - math.log(num_samples))
@@ -245,10 +274,14 @@ def evaluate_mixture(model: Any, x: Tensor, *, labels: Tensor | None = None, au_
         log_qy, mean, logvar = encode_mixture_dataset(model, x, batch_size)
         if x.shape[0] < 2:
             raise ValueError("mixture metrics need at least 2 examples")
-        au_var = posterior_mean(log_qy, mean).double().var(0)
         prior_mean, prior_logvar = (t.detach().cpu() for t in model.prior_params())
-        within_var = posterior_mean(log_qy, mean - prior_mean).double().var(0)
-        kl_dim = mixture_kl_z(log_qy, mean, logvar, prior_mean, prior_logvar)
+        if getattr(model, "flow", None) is None:
+            z_mean = mean
+            kl_dim = mixture_kl_z(log_qy, mean, logvar, prior_mean, prior_logvar)
+        else:  # E_q[z|x,k] and KL_z by common-random-number Monte Carlo through the flow
+            z_mean, kl_dim = component_moments_dataset(model, x, batch_size)
+        au_var = posterior_mean(log_qy, z_mean).double().var(0)
+        within_var = posterior_mean(log_qy, z_mean - prior_mean).double().var(0)
         kl_y = float(kl_to_uniform(log_qy).mean())
         usage = cluster_usage(log_qy)
         h_agg = float(entropy(usage))

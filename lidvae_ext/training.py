@@ -51,7 +51,8 @@ class ModelSpec:
     (a VAE with KL weight w), or the mixture-prior ``gmvae``, ``lidgmvae``,
     ``betagmvae<w>`` (:mod:`lidvae_ext.models.mixture`), and modifiers ``alpha<a>``
     (strong convexity), ``kl<w>`` (KL weight), ``fixed``/``learned``/``pca``/``random``
-    (the β map of the LID models; see :class:`lidvae_ext.LIDDecoder`).
+    (the β map of the LID models; see :class:`lidvae_ext.LIDDecoder`) and ``flow``
+    (mixture models: the volume-preserving flow on q(z|x,y)).
     """
 
     name: str
@@ -59,6 +60,7 @@ class ModelSpec:
     kl_weight: float = 1.0
     strong_convexity: float | None = None
     beta: str | None = None
+    flow: bool = False
 
     @classmethod
     def parse(cls, text: str) -> "ModelSpec":
@@ -81,9 +83,11 @@ class ModelSpec:
                 spec.kl_weight = float(m.group(1))
             elif mod in BETA_MODES and spec.model in LID_MODELS:
                 spec.beta = mod
+            elif mod == "flow" and spec.model in MIXTURE_MODELS:
+                spec.flow = True
             else:
                 raise ValueError(f"bad modifier {mod!r} in model {text!r} (alpha/{'/'.join(BETA_MODES)} are "
-                                 "for the LID models only)")
+                                 "for the LID models only, flow for the mixture models)")
         return spec
 
 
@@ -130,6 +134,7 @@ class ModelOptions:
     learn_std: bool = False
     activation: str = "relu"
     clusters: int = 10  # C of the mixture-prior models (gmvae, lidgmvae)
+    flow: bool = False  # mixture models: volume-preserving flow after q(z|x,y) (also the -flow model modifier)
 
 
 def build_from_spec(spec: ModelSpec, data_dim: int, opts: ModelOptions,
@@ -148,7 +153,7 @@ def build_from_spec(spec: ModelSpec, data_dim: int, opts: ModelOptions,
         from .models.mixture import build_mixture_from_spec
 
         lid = lid_decoder_options(opts, train_x, spec.strong_convexity, spec.beta) if spec.model in LID_MODELS else {}
-        return build_mixture_from_spec(spec.model, opts, lid, **common)
+        return build_mixture_from_spec(spec.model, opts, lid, flow=spec.flow or opts.flow, **common)
     return LIDVAE(**lid_decoder_options(opts, train_x, spec.strong_convexity, spec.beta), **common)
 
 
@@ -272,8 +277,12 @@ def validation_loss(model: LatentVariableModel, x: Tensor, seed: int = 0, batch_
         total = 0.0
         for i in range(0, x.shape[0], batch_size):
             xb = x[i:i + batch_size]
-            mean, logvar = model.encode(xb)
-            eps = torch.randn(mean.shape, generator=gen, dtype=mean.dtype).to(mean.device)
+            if hasattr(model, "noise_shape"):  # mixture models: one draw per component, (C, B, K)
+                shape, p = model.noise_shape(xb.shape[0]), next(model.parameters())
+                eps = torch.randn(shape, generator=gen, dtype=p.dtype).to(p.device)
+            else:
+                mean, _ = model.encode(xb)
+                eps = torch.randn(mean.shape, generator=gen, dtype=mean.dtype).to(mean.device)
             terms = model.loss_terms(xb, eps)
             total += float((terms["rec"] + terms["kl"]).double().sum())
     finally:

@@ -307,3 +307,29 @@ def test_cli_rejects_bad_clusters(capsys):
             cli.main(["compare", "--models", "gmvae", "--clusters", bad])
         assert exc.value.code == 2
         assert "--clusters must be a positive integer" in capsys.readouterr().err
+
+
+def test_mixture_early_stopping_and_diagnostics_use_the_mixture():
+    """Validation −ELBO draws (C, B, K) noise (was (B, K): an error); SNIS diagnostics weight with the mixture prior."""
+    from lidvae_ext.diagnostics import posterior_spread
+    from lidvae_ext.training import validation_loss
+
+    model = tiny("gmvae")
+    x = torch.bernoulli(torch.full((30, 6), 0.5, dtype=torch.float64), generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(4)
+    expected = mm.mixture_negative_elbo(model, x, batch_size=1024, generator=gen)
+    assert abs(validation_loss(model, x, seed=4) - expected) < 1e-9
+    res = train(model, x, TrainConfig(epochs=3, batch_size=10, progress=False, early_stopping=1), stop_x=x[:10])
+    assert res.epochs >= 1
+    # the exact posterior of a one-example, K = 1 model against quadrature with the mixture prior
+    m1 = tiny("gmvae", d=5, k=1, c=3, skew=False)
+    x1 = x[:2, :5]
+    with torch.no_grad():
+        grid = torch.linspace(-12, 12, 20001, dtype=torch.float64).unsqueeze(-1)
+        lj = m1.likelihood.log_prob(x1, m1.decode(grid).unsqueeze(1).expand(-1, 2, -1)) + m1.log_prior(grid)[:, None]
+        w = torch.softmax(lj, 0)
+        exact_mean = (w * grid).sum(0)
+        exact_var = (w * (grid - exact_mean).square()).sum(0)
+    out = posterior_spread(m1, x1, num_samples=20000, seed=0)
+    assert abs(out["exact_var"][0] - float(exact_var.mean())) < 0.05 * float(exact_var.mean()) + 1e-3, (
+        out["exact_var"], exact_var)

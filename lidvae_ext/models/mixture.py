@@ -17,6 +17,14 @@ with both KLs in closed form. ``kl_weight`` (β) multiplies both prior terms in
 the training loss (β-GMVAE); metrics always use β = 1. Tensors with a
 component axis are laid out component-first, (C, B, ·), so that decoder
 outputs broadcast against the (B, D) data.
+
+Optionally (``flow=True``) each Gaussian q(z|x,y) is followed by a
+volume-preserving flow f (:class:`lidvae_ext.models.flow.VolumePreservingFlow`,
+two additive couplings with alternating halves, shared by all x and y):
+z = f(z₀), z₀ ~ N(m_y(x), s_y²(x)), and log q(z|x,y) = log N(z₀; m_y, s_y²)
+exactly (log-det 0). KL(q(z|x,y) ‖ p(z|y)) then has no closed form; it is
+−H(N(m_y, s_y²)) (closed form) − log p(f(z₀)|y) (the same reparameterized
+draw), an unbiased single-sample estimate.
 """
 
 from __future__ import annotations
@@ -30,11 +38,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoder import _activation, mlp
+from .flow import VolumePreservingFlow
 from .likelihoods import Likelihood
 from .vae import LatentVariableModel, diag_gaussian_log_prob, make_lid_decoder, make_likelihood
 
 PRIOR_STD_FLOOR = 1e-3
 PRIOR_MEAN_RADIUS = 2.0
+FLOW_HIDDEN = (256,)  # shift-network widths of each coupling of the optional flow
+MOMENT_SAMPLES = 32  # common-random-number draws per component for E_q[z|x,y] under a flow
+LOG_2PI = math.log(2.0 * math.pi)
 
 
 def equal_norm_means(clusters: int, latent_dim: int, radius: float) -> Tensor:
@@ -51,6 +63,24 @@ def equal_norm_means(clusters: int, latent_dim: int, radius: float) -> Tensor:
     else:
         dirs = raw.t() / raw.t().norm(dim=1, keepdim=True)
     return radius * dirs
+
+
+def moment_noise(num_samples: int, latent_dim: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> Tensor:
+    """The common random numbers of flow moments: (S, 1, 1, K) standard-normal draws in antithetic pairs ±ε.
+
+    Seeded (the same for every call) and antithetic, so that Monte-Carlo means
+    of f(m + s·ε) are exact for any f that is affine (the identity flow at
+    initialization included) and x-independent dimensions get zero variance.
+    """
+    if num_samples < 2 or num_samples % 2:
+        raise ValueError(f"num_samples must be an even number >= 2 for flow moments, got {num_samples}")
+    half = torch.randn(num_samples // 2, 1, 1, latent_dim, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    return torch.cat([half, -half]).to(device)
+
+
+def gaussian_log_prob_diag(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z_d; μ_d, σ_d²) elementwise (not summed)."""
+    return -0.5 * ((z - mean).square() * torch.exp(-logvar) + logvar + LOG_2PI)
 
 
 def _soft_clamp(logvar: Tensor, lo: float, hi: float) -> Tensor:
@@ -115,13 +145,18 @@ class MixtureVAE(LatentVariableModel):
         MLP nonlinearity.
     prior_std_floor : float
         σ_y = softplus(raw_y) + floor.
+    flow : bool
+        Follow every q(z|x,y) by the volume-preserving flow (see the module docstring).
+    flow_hidden : sequence of int
+        Shift-network widths of the flow's couplings.
     """
 
     is_mixture = True
 
     def __init__(self, decoder: nn.Module, likelihood: Likelihood, data_dim: int, latent_dim: int, clusters: int,
                  encoder_hidden: Sequence[int] = (256, 256), kl_weight: float = 1.0, activation: str = "relu",
-                 prior_std_floor: float = PRIOR_STD_FLOOR) -> None:
+                 prior_std_floor: float = PRIOR_STD_FLOOR, flow: bool = False,
+                 flow_hidden: Sequence[int] = FLOW_HIDDEN) -> None:
         if int(clusters) < 1 or int(clusters) != clusters:
             raise ValueError(f"clusters must be a positive integer, got {clusters!r}")
         if data_dim < 1 or latent_dim < 1:
@@ -136,6 +171,7 @@ class MixtureVAE(LatentVariableModel):
         self.prior_mean = nn.Parameter(equal_norm_means(self.clusters, latent_dim, PRIOR_MEAN_RADIUS))
         init_raw = math.log(math.expm1(1.0 - self.prior_std_floor))  # σ_y = 1 at initialization
         self.prior_std_raw = nn.Parameter(torch.full((self.clusters, latent_dim), init_raw))
+        self.flow = VolumePreservingFlow(latent_dim, flow_hidden, 2, activation) if flow else None
 
     # -- distributions ---------------------------------------------------------------------
     def prior_params(self) -> tuple[Tensor, Tensor]:
@@ -154,18 +190,43 @@ class MixtureVAE(LatentVariableModel):
         mean, logvar = self.encoder(x)
         return log_qy, mean, logvar
 
+    def transform(self, z0: Tensor) -> Tensor:
+        """z = f(z₀) with the flow, else z₀ (any leading shape, last dimension K)."""
+        return z0 if self.flow is None else self.flow(z0)
+
+    def noise_shape(self, batch: int) -> tuple[int, int, int]:
+        """Shape (C, B, K) of the standard-normal ``eps`` that :meth:`loss_terms` takes."""
+        return (self.clusters, int(batch), self.latent_dim)
+
+    def component_moments(self, x: Tensor, num_samples: int = MOMENT_SAMPLES) -> tuple[Tensor, Tensor, Tensor]:
+        """``(log q(y|x) (B, C), E_q[z|x,y] (C, B, K), Var_q[z|x,y] (C, B, K))``.
+
+        Without a flow these are exactly (m_y(x), s_y²(x)). With the flow they
+        are Monte-Carlo moments of f(m + s·ε) over ``num_samples`` draws ε that
+        are the same for every x and y (:func:`moment_noise`: seeded, antithetic):
+        a dimension that does not depend on x gets exactly zero variance across
+        x, so Monte-Carlo noise cannot make it look active.
+        """
+        log_qy, mean, logvar = self.encode_mixture(x)
+        if self.flow is None:
+            return log_qy, mean, logvar.exp()
+        eps = moment_noise(num_samples, self.latent_dim, mean.dtype, mean.device)
+        z = self.flow(mean + torch.exp(0.5 * logvar) * eps)  # (S, C, B, K)
+        return log_qy, z.mean(0), z.var(0)
+
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Moments of the marginal q(z|x) = Σ_k q(k|x) q(z|x,k): ``(E_q[z|x], log Var_q[z|x])``, each (B, K).
 
-        The mean is what active units are measured on. This is *not* a Gaussian
-        posterior; the Gaussian-prior metrics must not be applied to it
+        The mean is what active units are measured on (with a flow, from the
+        Monte-Carlo moments of :meth:`component_moments`). This is *not* a
+        Gaussian posterior; the Gaussian-prior metrics must not be applied to it
         (:func:`lidvae_ext.metrics.evaluate` dispatches mixtures to
         :mod:`lidvae_ext.metrics_mixture`).
         """
-        log_qy, mean, logvar = self.encode_mixture(x)
+        log_qy, mean, var_k = self.component_moments(x)
         w = log_qy.exp().t().unsqueeze(-1)  # (C, B, 1)
         post_mean = (w * mean).sum(0)
-        second = (w * (logvar.exp() + mean.square())).sum(0)
+        second = (w * (var_k + mean.square())).sum(0)
         var = (second - post_mean.square()).clamp_min(torch.finfo(mean.dtype).tiny)
         return post_mean, var.log()
 
@@ -191,30 +252,38 @@ class MixtureVAE(LatentVariableModel):
         dict
             ``rec`` (B,) = Σ_k q(k|x)·(−log p(x|z_k)); ``kl_z`` (B,) = Σ_k q(k|x) KL(q(z|x,k) ‖ p(z|k));
             ``kl_z_per_dim`` (B, K); ``kl_y`` (B,) = KL(q(y|x) ‖ Unif); ``kl`` = kl_z + kl_y;
-            ``loss`` = rec + kl_weight·kl; ``log_qy`` (B, C); ``mean``/``logvar`` (C, B, K).
+            ``loss`` = rec + kl_weight·kl; ``log_qy`` (B, C); ``mean``/``logvar`` (C, B, K) of the
+            Gaussian q(z₀|x,k); ``z`` (C, B, K) the decoded latents (= f(z₀) with the flow). With the
+            flow ``kl_z``/``kl_z_per_dim`` are the single-draw estimates of the module docstring.
         """
         log_qy, mean, logvar = self.encode_mixture(x)
         if eps is None:
             eps = torch.randn_like(mean)
         elif eps.shape != mean.shape:
             raise ValueError(f"eps must have shape (C, B, K) = {tuple(mean.shape)}, got {tuple(eps.shape)}")
-        z = mean + torch.exp(0.5 * logvar) * eps  # (C, B, K)
+        z0 = mean + torch.exp(0.5 * logvar) * eps  # (C, B, K)
+        z = self.transform(z0)
         rec_k = -self.log_likelihood(x, z)  # (C, B)
         qy = log_qy.exp()
         mu, lv = self.prior_params()
-        kl_dim_k = gaussian_kl_diag(mean, logvar, mu.unsqueeze(1), lv.unsqueeze(1))  # (C, B, K)
+        if self.flow is None:
+            kl_dim_k = gaussian_kl_diag(mean, logvar, mu.unsqueeze(1), lv.unsqueeze(1))  # (C, B, K)
+        else:  # log q(z|x,k) = log N(z0; m, s²) (log-det 0): −H(q0) in closed form, −log p(z|k) at the draw
+            kl_dim_k = -0.5 * (logvar + LOG_2PI + 1.0) - gaussian_log_prob_diag(z, mu.unsqueeze(1), lv.unsqueeze(1))
         kl_z_per_dim = (qy.t().unsqueeze(-1) * kl_dim_k).sum(0)  # (B, K)
         kl_y = (qy * (log_qy + math.log(self.clusters))).sum(-1)
         rec = (qy * rec_k.t()).sum(-1)
         kl_z = kl_z_per_dim.sum(-1)
         kl = kl_z + kl_y
         return {"rec": rec, "kl": kl, "kl_z": kl_z, "kl_y": kl_y, "kl_z_per_dim": kl_z_per_dim,
-                "loss": rec + self.kl_weight * kl, "log_qy": log_qy, "mean": mean, "logvar": logvar}
+                "loss": rec + self.kl_weight * kl, "log_qy": log_qy, "mean": mean, "logvar": logvar, "z": z}
 
     def forward(self, x: Tensor, eps: Tensor | None = None, normalizer: float | None = None) -> dict[str, Tensor]:
         """Scalar training loss; same contract as :meth:`LatentVariableModel.forward`.
 
-        ``mean`` in the output is E_q[z|x] (B, K), the quantity active units are measured on.
+        ``mean`` in the output is E_q[z|x] (B, K), the quantity active units are measured on
+        (with the flow, Σ_k q(k|x) f(m_k(x)), the mixture of the component modes — a cheap
+        training-time trace; the held-out metrics use :meth:`component_moments`).
         """
         self._check_x(x)
         if self.training:
@@ -225,7 +294,7 @@ class MixtureVAE(LatentVariableModel):
         with torch.no_grad():
             rec, kl = terms["rec"].mean(), terms["kl"].mean()
             w = terms["log_qy"].exp().t().unsqueeze(-1)
-            post_mean = (w * terms["mean"]).sum(0)
+            post_mean = (w * self.transform(terms["mean"])).sum(0)
         return {"loss": loss, "rec": rec, "kl": kl, "neg_elbo": rec + kl, "kl_y": terms["kl_y"].mean().detach(),
                 "mean": post_mean}
 
@@ -249,18 +318,22 @@ class MixtureVAE(LatentVariableModel):
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
-        """Means of p(x | z = m_ŷ(x)) with ŷ = argmax_k q(k|x)."""
+        """Means of p(x | z = f(m_ŷ(x))) with ŷ = argmax_k q(k|x) (f = identity without a flow)."""
         log_qy, mean, _ = self.encode_mixture(x)
         y = log_qy.argmax(-1)
-        z = mean[y, torch.arange(x.shape[0], device=x.device)]
+        z = self.transform(mean[y, torch.arange(x.shape[0], device=x.device)])
         return self.likelihood.mean(self.decode(z))
 
 
 def _mixture_config(kind: str, data_dim: int, latent_dim: int, clusters: int, encoder_hidden: Sequence[int],
-                    lik: Likelihood, kl_weight: float, activation: str) -> dict[str, Any]:
-    return {"model": kind, "data_dim": int(data_dim), "latent_dim": int(latent_dim), "clusters": int(clusters),
-            "encoder_hidden": [int(h) for h in encoder_hidden], "likelihood": lik.config(),
-            "kl_weight": float(kl_weight), "activation": activation}
+                    lik: Likelihood, kl_weight: float, activation: str, flow: bool,
+                    flow_hidden: Sequence[int]) -> dict[str, Any]:
+    cfg = {"model": kind, "data_dim": int(data_dim), "latent_dim": int(latent_dim), "clusters": int(clusters),
+           "encoder_hidden": [int(h) for h in encoder_hidden], "likelihood": lik.config(),
+           "kl_weight": float(kl_weight), "activation": activation}
+    if flow:  # absent (= no flow) in the configs of flow-less models, as in checkpoints written before the flow
+        cfg.update(flow=True, flow_hidden=[int(h) for h in flow_hidden])
+    return cfg
 
 
 class GMVAE(MixtureVAE):
@@ -275,39 +348,45 @@ class GMVAE(MixtureVAE):
     likelihood : {"bernoulli", "gaussian"} or Likelihood
     kl_weight, binarize, gaussian_std, learn_std, activation
         As for :class:`lidvae_ext.models.VAE`.
+    flow, flow_hidden
+        The optional volume-preserving flow on q(z|x,y) (:class:`MixtureVAE`).
     """
 
     def __init__(self, data_dim: int, latent_dim: int, clusters: int = 10, encoder_hidden: Sequence[int] = (256, 256),
                  decoder_hidden: Sequence[int] = (256, 256), likelihood: str | Likelihood = "bernoulli",
                  kl_weight: float = 1.0, binarize: bool = False, gaussian_std: float = 0.1, learn_std: bool = False,
-                 activation: str = "relu") -> None:
+                 activation: str = "relu", flow: bool = False, flow_hidden: Sequence[int] = FLOW_HIDDEN) -> None:
         lik = likelihood if isinstance(likelihood, Likelihood) else make_likelihood(
             likelihood, data_dim, binarize, gaussian_std, learn_std)
         super().__init__(mlp(latent_dim, decoder_hidden, data_dim, activation), lik, data_dim, latent_dim, clusters,
-                         encoder_hidden, kl_weight, activation)
+                         encoder_hidden, kl_weight, activation, flow=flow, flow_hidden=flow_hidden)
         self.config = {**_mixture_config("gmvae", data_dim, latent_dim, clusters, encoder_hidden, lik, kl_weight,
-                                         activation), "decoder_hidden": [int(h) for h in decoder_hidden]}
+                                         activation, flow, flow_hidden),
+                       "decoder_hidden": [int(h) for h in decoder_hidden]}
 
 
 class LIDGMVAE(MixtureVAE):
     """Latent-identifiable GMVAE: the mixture prior with the injective Brenier-map decoder.
 
     The decoder is :func:`lidvae_ext.models.vae.make_lid_decoder` with the same
-    options as :class:`lidvae_ext.models.LIDVAE` (ICNN width/depth, α, β, backend).
+    options as :class:`lidvae_ext.models.LIDVAE` (ICNN width/depth, α, β, backend);
+    ``flow``/``flow_hidden`` as for :class:`GMVAE`.
     """
 
     def __init__(self, data_dim: int, latent_dim: int, clusters: int = 10, encoder_hidden: Sequence[int] = (256, 256),
                  icnn_hidden: int = 128, icnn_layers: int = 2, strong_convexity: float = 0.0, beta: str = "fixed",
                  backend: str = "auto", likelihood: str | Likelihood = "bernoulli", kl_weight: float = 1.0,
                  binarize: bool = False, gaussian_std: float = 0.1, learn_std: bool = False,
-                 activation: str = "relu", beta_basis: Tensor | None = None) -> None:
+                 activation: str = "relu", beta_basis: Tensor | None = None, flow: bool = False,
+                 flow_hidden: Sequence[int] = FLOW_HIDDEN) -> None:
         lik = likelihood if isinstance(likelihood, Likelihood) else make_likelihood(
             likelihood, data_dim, binarize, gaussian_std, learn_std)
         dec = make_lid_decoder(latent_dim, data_dim, icnn_hidden, icnn_layers, strong_convexity, beta, backend,
                                beta_basis)
-        super().__init__(dec, lik, data_dim, latent_dim, clusters, encoder_hidden, kl_weight, activation)
+        super().__init__(dec, lik, data_dim, latent_dim, clusters, encoder_hidden, kl_weight, activation,
+                         flow=flow, flow_hidden=flow_hidden)
         self.config = {**_mixture_config("lidgmvae", data_dim, latent_dim, clusters, encoder_hidden, lik, kl_weight,
-                                         activation), "icnn_hidden": int(icnn_hidden), "icnn_layers": int(icnn_layers),
+                                         activation, flow, flow_hidden), "icnn_hidden": int(icnn_hidden), "icnn_layers": int(icnn_layers),
                        "strong_convexity": float(strong_convexity), "beta": beta, "backend": backend}
 
 
@@ -324,7 +403,8 @@ def build_mixture_model(kind: str, cfg: dict[str, Any], likelihood: Likelihood,
     raise ValueError(f"unknown mixture model kind {kind!r} (expected 'gmvae' or 'lidgmvae')")
 
 
-def build_mixture_from_spec(kind: str, opts: Any, lid_options: dict[str, Any], **common: Any) -> MixtureVAE:
+def build_mixture_from_spec(kind: str, opts: Any, lid_options: dict[str, Any], flow: bool = False,
+                            **common: Any) -> MixtureVAE:
     """The mixture model a run's ``ModelSpec``/``ModelOptions`` name (called by ``training.build_from_spec``).
 
     Parameters
@@ -334,6 +414,8 @@ def build_mixture_from_spec(kind: str, opts: Any, lid_options: dict[str, Any], *
         Supplies ``clusters`` and (GMVAE) ``decoder_hidden``.
     lid_options : dict
         ``training.lid_decoder_options`` — the same decoder options as the LIDVAE's.
+    flow : bool
+        The volume-preserving flow on q(z|x,y) (a ``-flow`` model name or ``ModelOptions.flow``).
     **common
         data_dim, latent_dim, encoder_hidden, likelihood, kl_weight, binarize, gaussian_std, learn_std, activation.
     """
@@ -341,7 +423,7 @@ def build_mixture_from_spec(kind: str, opts: Any, lid_options: dict[str, Any], *
     if isinstance(clusters, bool) or not isinstance(clusters, int) or clusters < 1:
         raise ValueError(f"clusters (--clusters) must be a positive integer, got {clusters!r}")
     if kind == "gmvae":
-        return GMVAE(clusters=clusters, decoder_hidden=tuple(opts.decoder_hidden), **common)
+        return GMVAE(clusters=clusters, decoder_hidden=tuple(opts.decoder_hidden), flow=bool(flow), **common)
     if kind == "lidgmvae":
-        return LIDGMVAE(clusters=clusters, **lid_options, **common)
+        return LIDGMVAE(clusters=clusters, flow=bool(flow), **lid_options, **common)
     raise ValueError(f"unknown mixture model kind {kind!r} (expected 'gmvae' or 'lidgmvae')")
