@@ -6,7 +6,8 @@ input and every parameter) — the fused path, JAX jit of the same function, the
 official-style eager code (``baselines.py``) and the autograd reference are
 timed *interleaved* (one call of each per round) after warm-up, on the same
 weights, every baseline checked against the fused output first; the table
-reports medians and the ratios other / fused measured in the same run. The
+reports medians and the ratios other / fused measured in the same run
+(``--schedule blocks`` times each column in its own back-to-back block instead). The
 header names the CPU, the GEMM library and kernel the fused path uses, and the
 OpenBLAS environment. ``--memory`` adds the peak CPU memory of one training step of each,
 from the profiler's allocation events.
@@ -70,6 +71,36 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _time_call(fn, device: str, clock) -> float:
+    if device == "cuda":
+        # wall clock between device synchronizations: the same for torch and for JAX
+        # (which runs on its own stream, invisible to torch's CUDA events); includes launches
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        return time.perf_counter() - t0
+    t0 = clock()
+    fn()
+    return clock() - t0
+
+
+def time_blocks(fns: dict, reps: int, warmup: int, device: str,
+                clock=time.perf_counter) -> dict[str, list[float]]:
+    """Seconds per call for each callable, each timed in its own back-to-back block.
+
+    Each block warms up its own callable first; a library whose thread pool suffers from
+    sharing the cores with another's (interleaving) shows its best case here.
+    """
+    times: dict[str, list[float]] = {}
+    for name, fn in fns.items():
+        for _ in range(warmup):
+            fn()
+        _sync(device)
+        times[name] = [_time_call(fn, device, clock) for _ in range(reps)]
+    return times
+
+
 def time_interleaved(fns: dict, reps: int, warmup: int, device: str,
                      clock=time.perf_counter) -> dict[str, list[float]]:
     """Seconds per call for each callable, measured round-robin."""
@@ -80,18 +111,7 @@ def time_interleaved(fns: dict, reps: int, warmup: int, device: str,
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
-            if device == "cuda":
-                # wall clock between device synchronizations: the same for torch and for JAX
-                # (which runs on its own stream, invisible to torch's CUDA events); includes launches
-                torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                fn()
-                torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - t0)
-            else:
-                t0 = clock()
-                fn()
-                times[name].append(clock() - t0)
+            times[name].append(_time_call(fn, device, clock))
     return times
 
 
@@ -208,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--reps", type=int, default=20, help="timed repetitions per backend (default 20)")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--schedule", default="interleaved", choices=["interleaved", "blocks"],
+                        help="interleaved (default): one call of each column per round; blocks: each "
+                             "column timed in its own back-to-back block (no thread-pool handover "
+                             "between libraries)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--timer", default="wall", choices=["wall", "process"],
                         help="CPU only: wall clock (default) or this process's CPU time (robust to other "
@@ -245,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     dtype = getattr(torch, args.dtype)
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else cpu_model()
     print(f"# lidvae_ext benchmark: device={args.device} ({device_name}), dtype={args.dtype}, "
-          f"threads={torch.get_num_threads()}, torch={torch.__version__}, reps={args.reps} interleaved, "
+          f"threads={torch.get_num_threads()}, torch={torch.__version__}, reps={args.reps} {'in separate blocks' if args.schedule == 'blocks' else 'interleaved'}, "
           f"warmup={args.warmup}, timer={args.timer}")
     print(describe_machine())
     tol = 1e-4 if dtype == torch.float32 else 1e-9
@@ -302,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     fns[col] = fn
             clock = time.process_time if args.timer == "process" else time.perf_counter
-            times = time_interleaved(fns, args.reps, args.warmup, args.device, clock)
+            timer = time_blocks if args.schedule == "blocks" else time_interleaved
+            times = timer(fns, args.reps, args.warmup, args.device, clock)
             med = {k: statistics.median(v) for k, v in times.items()}
             cols = (*extra, "reference")
             row = f"| {name} | {mode} | {med['fused'] * 1e3:.2f} | "

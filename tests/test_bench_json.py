@@ -33,3 +33,37 @@ def test_json_rows_appended(tmp_path, capsys):
     out.write_text("{}")
     with pytest.raises(SystemExit, match="no JSON list"):
         run.main(args)
+
+
+def _import_run():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import run
+    finally:
+        sys.path.remove(str(BENCH))
+    return run
+
+
+@pytest.mark.parametrize("schedule", ["interleaved", "blocks"])
+def test_schedule_call_order(schedule):
+    """--schedule: round-robin calls, or each callable's warm-up and reps back to back."""
+    run = _import_run()
+    calls: list[str] = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b")}
+    timer = run.time_blocks if schedule == "blocks" else run.time_interleaved
+    times = timer(fns, reps=3, warmup=2, device="cpu")
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    assert all(t >= 0 for v in times.values() for t in v)
+    if schedule == "blocks":
+        assert calls == ["a"] * 5 + ["b"] * 5
+    else:
+        assert calls == ["a", "b"] * 5
+
+
+def test_schedule_blocks_in_header(capsys):
+    run = _import_run()
+    args = ["--cases", "C3", "--modes", "map", "--reps", "1", "--warmup", "0", "--no-jax", "--no-eager",
+            "--schedule", "blocks"]
+    assert run.main(args) == 0
+    out = capsys.readouterr().out
+    assert "reps=1 in separate blocks" in out and "| C3 | map |" in out
