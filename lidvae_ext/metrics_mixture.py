@@ -37,27 +37,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .metrics import _batches, _model_device
 from .models.mixture import MOMENT_SAMPLES, gaussian_kl_diag, gaussian_log_prob_diag, moment_noise
 from .models.vae import diag_gaussian_log_prob
 
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _batches(n: int, batch_size: int):
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    for start in range(0, n, batch_size):
-        yield slice(start, min(start + batch_size, n))
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def encode_mixture_dataset(model: Any, x: Tensor, batch_size: int = 512) -> tuple[Tensor, Tensor, Tensor]:
     """``(log q(y|x) (N, C), mean (N, C, K), logvar (N, C, K))`` for every row of ``x`` (CPU)."""
-    dev = _device(model)
+    dev = _model_device(model)
     lq, ms, lvs = [], [], []
     for sl in _batches(x.shape[0], batch_size):
         log_qy, mean, logvar = model.encode_mixture(x[sl].to(dev))
@@ -76,7 +66,7 @@ def component_moments_dataset(model: Any, x: Tensor, batch_size: int = 512,
     E_x Σ_k q(k|x) E_{z₀}[−H_d(N(m_k, s_k²)) − log p(f(z₀)_d | k)] over the same
     ``num_samples`` common-random-number draws (:func:`~lidvae_ext.models.mixture.moment_noise`).
     """
-    dev = _device(model)
+    dev = _model_device(model)
     mu, lv = (t.detach() for t in model.prior_params())
     eps = moment_noise(num_samples, model.latent_dim, mu.dtype, dev)
     means, kl_sum = [], torch.zeros(model.latent_dim, dtype=torch.float64)
@@ -195,7 +185,7 @@ def mixture_mutual_information(log_qy: Tensor, mean: Tensor, logvar: Tensor, num
 def mixture_negative_elbo(model: Any, x: Tensor, batch_size: int = 512,
                           generator: torch.Generator | None = None) -> float:
     """Average exact-enumeration −ELBO (β = 1, one z per component)."""
-    dev = _device(model)
+    dev = _model_device(model)
     total = 0.0
     for sl in _batches(x.shape[0], batch_size):
         xb = x[sl].to(dev)
@@ -218,7 +208,7 @@ def mixture_iwae_log_likelihood(model: Any, x: Tensor, num_samples: int = 100, b
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    dev = _device(model)
+    dev = _model_device(model)
     out = []
     for sl in _batches(x.shape[0], batch_size):
         xb = x[sl].to(dev)
