@@ -286,17 +286,13 @@ class MixtureVAE(LatentVariableModel):
         training-time trace; the held-out metrics use :meth:`component_moments`).
         """
         self._check_x(x)
-        if self.training:
-            x = self.likelihood.prepare(x)
-        terms = self.loss_terms(x, eps)
-        norm = float(x.shape[0] if normalizer is None else normalizer)
-        loss = terms["loss"].sum() / norm
-        with torch.no_grad():
-            rec, kl = terms["rec"].mean(), terms["kl"].mean()
-            w = terms["log_qy"].exp().t().unsqueeze(-1)
-            post_mean = (w * self.transform(terms["mean"])).sum(0)
-        return {"loss": loss, "rec": rec, "kl": kl, "neg_elbo": rec + kl, "kl_y": terms["kl_y"].mean().detach(),
-                "mean": post_mean}
+        return super().forward(x, eps, normalizer)
+
+    @torch.no_grad()
+    def _batch_summary(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``kl_y`` (batch mean) and ``mean`` = E_q[z|x] (B, K) for :meth:`forward`."""
+        w = terms["log_qy"].exp().t().unsqueeze(-1)
+        return {"kl_y": terms["kl_y"].mean(), "mean": (w * self.transform(terms["mean"])).sum(0)}
 
     # -- generation -----------------------------------------------------------------------
     @torch.no_grad()

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..nn import LIDDecoder
 from ..text.vocab import BOS_ID, EOS_ID, PAD_ID
-from .vae import gaussian_elbo_terms
+from .vae import elbo_batch_outputs, gaussian_elbo_terms
 
 SEQUENCE_MODELS = ("svae", "lidsvae")
 
@@ -177,11 +177,7 @@ class SentenceVAE(nn.Module):
     def forward(self, x: Tensor, eps: Tensor | None = None, normalizer: float | None = None) -> dict[str, Tensor]:
         """Scalar loss ``Σ_batch (rec + β·KL) / normalizer`` (default: the batch size) and detached means."""
         terms = self.loss_terms(x, eps)
-        norm = float(x.shape[0] if normalizer is None else normalizer)
-        with torch.no_grad():
-            rec, kl = terms["rec"].mean(), terms["kl"].mean()
-        return {"loss": terms["loss"].sum() / norm, "rec": rec, "kl": kl, "neg_elbo": rec + kl,
-                "mean": terms["mean"].detach()}
+        return {**elbo_batch_outputs(terms, x.shape[0], normalizer), "mean": terms["mean"].detach()}
 
     # -- decoding ------------------------------------------------------------------------------------
     @torch.no_grad()

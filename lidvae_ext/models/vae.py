@@ -79,6 +79,15 @@ def make_lid_decoder(latent_dim: int, data_dim: int, icnn_hidden: int = 128, icn
                       strong_convexity=strong_convexity, backend=backend, beta=beta, beta_basis=beta_basis)
 
 
+def elbo_batch_outputs(terms: dict[str, Tensor], batch_size: int, normalizer: float | None = None) -> dict[str, Tensor]:
+    """A training step's ``loss`` = Σ_batch terms["loss"] / normalizer (default: the batch size)
+    and the detached batch means ``rec``, ``kl``, ``neg_elbo`` of per-example ELBO terms."""
+    norm = float(batch_size if normalizer is None else normalizer)
+    with torch.no_grad():
+        rec, kl = terms["rec"].mean(), terms["kl"].mean()
+    return {"loss": terms["loss"].sum() / norm, "rec": rec, "kl": kl, "neg_elbo": rec + kl}
+
+
 class LatentVariableModel(nn.Module):
     """q(z|x) = N(μ(x), σ²(x)), p(z) = N(0, I), p(x|z) = likelihood(decoder(z)).
 
@@ -159,11 +168,11 @@ class LatentVariableModel(nn.Module):
         if self.training:
             x = self.likelihood.prepare(x)
         terms = self.loss_terms(x, eps)
-        norm = float(x.shape[0] if normalizer is None else normalizer)
-        loss = terms["loss"].sum() / norm
-        with torch.no_grad():
-            rec, kl = terms["rec"].mean(), terms["kl"].mean()
-        return {"loss": loss, "rec": rec, "kl": kl, "neg_elbo": rec + kl, "mean": terms["mean"].detach()}
+        return {**elbo_batch_outputs(terms, x.shape[0], normalizer), **self._batch_summary(terms)}
+
+    def _batch_summary(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The detached per-batch extras of :meth:`forward`: ``mean`` (B, K) of q."""
+        return {"mean": terms["mean"].detach()}
 
     # -- generation -----------------------------------------------------------------------
     @torch.no_grad()
