@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
+import subprocess
 import sys
 
 from setuptools import find_packages, setup
@@ -18,7 +20,40 @@ from setuptools import find_packages, setup
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
+def _locate_cuda_home() -> None:
+    """Set CUDA_HOME from nvcc itself when torch's guess would miss the toolkit.
+
+    torch guesses CUDA_HOME as the folder above the first ``nvcc`` on PATH. When
+    that ``nvcc`` is a wrapper script (``/usr/local/bin/nvcc`` calling
+    ``/usr/local/cuda-X.Y/bin/nvcc``) the guess is ``/usr/local``: compiling
+    works, linking ``-lcudart`` fails. ``nvcc --dryrun`` names its real folder
+    (``_HERE_``), so the toolkit above it is used instead. An explicit
+    CUDA_HOME / CUDA_PATH is never overridden.
+    """
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH"):
+        return
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return
+    guess = os.path.dirname(os.path.dirname(nvcc))
+    if os.path.exists(os.path.join(guess, "include", "cuda_runtime_api.h")):
+        return
+    try:
+        dry = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
+                             capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return
+    for line in (dry.stdout + dry.stderr).splitlines():
+        if line.startswith("#$ _HERE_="):
+            home = os.path.dirname(os.path.abspath(line[len("#$ _HERE_="):].strip()))
+            if os.path.exists(os.path.join(home, "include", "cuda_runtime_api.h")):
+                print(f"lidvae_ext: {nvcc} is not inside a CUDA toolkit; using CUDA_HOME={home} (from nvcc --dryrun)")
+                os.environ["CUDA_HOME"] = home
+            return
+
+
 def _import_torch():
+    _locate_cuda_home()  # before torch.utils.cpp_extension computes its CUDA_HOME
     try:
         import torch
         from torch.utils import cpp_extension
