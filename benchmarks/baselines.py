@@ -7,8 +7,12 @@
 ``jax``    the same function in JAX, jit-compiled: ``jax.grad`` of the summed
            potential for the map, ``jax.value_and_grad`` of the loss for the
            training step (gradient w.r.t. the input and every raw parameter);
-           β = [I; 0] of a LIDDecoder as zero padding. JAX is optional:
-           :func:`jax_callables` raises ``ImportError`` without it.
+           β = [I; 0] of a LIDDecoder as zero padding. Matrix products run at
+           ``jax_default_matmul_precision="highest"``: on NVIDIA GPUs JAX's
+           default rounds float32 products to TF32 (about 1e-3 relative
+           error), while torch keeps full float32 unless ``allow_tf32`` is
+           set. JAX is optional: :func:`jax_callables` raises ``ImportError``
+           without it.
 
 Both return ``{"map": fn, "train": fn}`` of zero-argument callables; ``map``
 returns the map output and ``train`` the gradient w.r.t. the input first, so
@@ -94,6 +98,8 @@ def jax_callables(module: torch.nn.Module, inputs: torch.Tensor, kind: str,
 
     if inputs.dtype == torch.float64:
         jax.config.update("jax_enable_x64", True)
+    # full float32 products, as torch computes them (JAX's GPU default is TF32); read at trace time
+    jax.config.update("jax_default_matmul_precision", "highest")
     maps = _maps(module)
     params = {f"{prefix}{name}": jnp.asarray(p.detach().cpu().numpy())
               for prefix, bmap in maps for name, p in bmap.icnn.named_parameters(prefix="icnn")}

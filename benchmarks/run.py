@@ -252,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="CPU: the GEMM FLOP floor of C4's training step from the best single-GEMM "
                              "rate measured in this run")
     parser.add_argument("--json", metavar="PATH", default=None,
-                        help="append one row per timing to the JSON list in PATH: "
+                        help="append one row per timing to the JSON list in PATH, written after every "
+                             "table row: "
                              '{"case", "mode", "impl", "dtype", "batch", "ms"} (+ "peak_mb" with --memory)')
     parser.add_argument("--no-generic", action="store_true",
                         help="CUDA: leave out the fused-generic column (LIDVAE_CUDA_FUSED=0)")
@@ -285,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     print(header.rstrip())
     print("|" + "---|" * (header.count("|") - 1))
     notes: list[str] = []
-    rows: list[dict] = []
+    if args.json:
+        append_json_rows(args.json, [])  # a bad file fails now, before any timing
     for name in args.cases:
         work = make_workload(CASES[name], args.device, dtype)
         others: dict[str, dict] = {}
@@ -342,12 +344,15 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     row += " |"
             print(row.rstrip(), flush=True)
+            rows: list[dict] = []
             for impl, t in med.items():
                 entry = {"case": name, "mode": mode, "impl": impl, "dtype": args.dtype,
                          "batch": work.case.batch, "ms": t * 1e3, "device": args.device}
                 if impl in mem:
                     entry["peak_mb"] = mem[impl]
                 rows.append(entry)
+            if args.json:  # after every row of the table: a run killed by a time limit keeps what it timed
+                append_json_rows(args.json, rows)
             if args.device == "cuda" and mode == "train" and work.case.kind == "map":
                 flops = doc_train_flops(work.case)
                 tflops = flops / med["fused"] / 1e12
@@ -368,8 +373,6 @@ def main(argv: list[str] | None = None) -> int:
           f"against the fused output (relative tolerance {tol:g}) before timing.")
     for note in notes:
         print(note)
-    if args.json:
-        append_json_rows(args.json, rows)
     return 0
 
 

@@ -67,3 +67,42 @@ def test_schedule_blocks_in_header(capsys):
     assert run.main(args) == 0
     out = capsys.readouterr().out
     assert "reps=1 in separate blocks" in out and "| C3 | map |" in out
+
+
+def test_every_baseline_column_is_checked_and_timed(tmp_path, capsys):
+    """eager, torch.compile (and JAX where installed) pass the check against the fused output in
+    both modes: a column whose output is laid out differently would show up as a mismatch."""
+    run = _import_run()
+    out = tmp_path / "rows.json"
+    assert run.main(["--cases", "C3", "--reps", "1", "--warmup", "0", "--compile", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "mismatch" not in table, table
+    timed = {(r["mode"], r["impl"]) for r in json.loads(out.read_text())}
+    impls = ["fused", "eager", "compiled", "reference"]
+    try:
+        import jax  # noqa: F401
+        impls.append("jax")
+    except ImportError:
+        assert "not installed" in table
+    for mode in ("map", "train"):
+        for impl in impls:
+            assert (mode, impl) in timed, (mode, impl, sorted(timed))
+
+
+def test_json_rows_survive_an_interrupted_run(tmp_path, monkeypatch):
+    """Rows are written after every table row, so a run stopped by a time limit keeps them."""
+    run = _import_run()
+    real_timer, calls = run.time_interleaved, []
+
+    def timer_then_stop(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt  # stands for the stage's timeout
+        return real_timer(*args, **kwargs)
+
+    monkeypatch.setattr(run, "time_interleaved", timer_then_stop)
+    out = tmp_path / "rows.json"
+    with pytest.raises(KeyboardInterrupt):
+        run.main(["--cases", "C3", "--reps", "1", "--warmup", "0", "--no-jax", "--no-eager", "--json", str(out)])
+    rows = json.loads(out.read_text())
+    assert {(r["mode"], r["impl"]) for r in rows} == {("map", "fused"), ("map", "reference")}
