@@ -21,6 +21,7 @@ import textwrap
 import pytest
 import torch
 
+import lidvae_ext
 from lidvae_ext import ops, reference
 from cuda_shapes import FUSED_WIDTHS, fused_fits
 from icnn_inputs import fresh_seed, kink_free_seed, max_rel_errors, outputs_and_grads, sample_cotangents, sample_inputs
@@ -318,7 +319,7 @@ def _compute_sanitizer() -> str | None:
 
 _SANITIZED_SCRIPT = textwrap.dedent("""
     import os, sys
-    sys.path.insert(0, {tests!r})
+    sys.path[:0] = [{package_root!r}, {tests!r}]  # the lidvae_ext this test imported, and the test helpers
     import torch
     from lidvae_ext import ops
     from icnn_inputs import sample_inputs, sample_cotangents
@@ -346,13 +347,15 @@ def test_compute_sanitizer(tool, tmp_path):
     if sanitizer is None:
         pytest.skip("compute-sanitizer not found")
     script = tmp_path / "sanitized.py"
-    script.write_text(_SANITIZED_SCRIPT.format(tests=os.path.join(ROOT, "tests")))
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(lidvae_ext.__file__)))
+    script.write_text(_SANITIZED_SCRIPT.format(package_root=package_root, tests=os.path.join(ROOT, "tests")))
     cmd = [sanitizer, f"--tool={tool}", "--error-exitcode=86"]
     if tool in ("racecheck", "initcheck"):
         cmd += ["--kernel-name", "kns=icnn"]  # judge our kernels only, not cuBLAS / torch internals
     cmd += [sys.executable, str(script)]
     env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")  # exact allocation bounds for memcheck
-    # cwd outside the repository, so the installed (compiled) package is imported.
+    # The child imports the same lidvae_ext as this process (an installed package or an
+    # in-place build: package_root comes first on its sys.path), whatever its cwd.
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env, cwd=tmp_path)
     output = proc.stdout[-6000:] + proc.stderr[-6000:]
     assert proc.returncode == 0 and "sanitized run done" in proc.stdout, output
