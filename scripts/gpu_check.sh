@@ -8,7 +8,10 @@
 #   bash scripts/gpu_check.sh --skip-build --stages tests,bench
 #
 # Stages, most valuable first:
-#   build      python setup.py build_ext --inplace (TORCH_CUDA_ARCH_LIST=9.0, MAX_JOBS=16)
+#   build      python setup.py build_ext --inplace (TORCH_CUDA_ARCH_LIST=9.0, MAX_JOBS=16), or
+#              nothing when a prebuilt module from scripts/gpu_prebuild.sh is in place, was built
+#              from these very sources (lidvae_ext/_gpu_prebuilt.txt) and loads with CUDA kernels
+#              for that torch and architecture
 #   tests      pytest tests/test_ops_cuda.py -m "not slow"
 #   bench      benchmarks/run.py --device cuda --memory: fused (auto), fused-generic
 #              (LIDVAE_CUDA_FUSED=0), JAX jit, official-style eager, reference on C1–C4,
@@ -27,10 +30,21 @@
 # Environment: PYTHON (default python3), OUT (default ./gpu_check_out),
 # DEADLINE_S (whole script, default 540), T_BUILD/T_TESTS/T_BENCH/T_SANITIZER/
 # T_COMPILE (per stage, seconds), BENCH_ARGS (extra benchmarks/run.py arguments),
+# GPU_CHECK_PREBUILT=0 (always build, even over a valid prebuilt module),
 # GPU_CHECK_NO_GPU=1 (treat the machine as having no GPU: GPU stages are
 # skipped; used to test this script's logic on a CPU machine).
+# `gpu_check.sh --source-hash` prints the hash of the sources a build depends on.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# The stages run scripts (benchmarks/run.py, the sanitizer's child process) whose
+# sys.path[0] is not the repository root: the in-place build must still be the
+# lidvae_ext they import.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+# source_hash: SHA-256 over the files a build of _C depends on (names and contents).
+source_hash() {
+  { find csrc -type f; echo setup.py; } | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1
+}
 
 PYTHON=${PYTHON:-python3}
 OUT=${OUT:-gpu_check_out}
@@ -49,7 +63,8 @@ while [ $# -gt 0 ]; do
     --skip-build) SKIP_BUILD=1 ;;
     --stages) shift; STAGES="$1" ;;
     --stages=*) STAGES="${1#--stages=}" ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    --source-hash) source_hash; exit 0 ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -142,15 +157,64 @@ fi
   if [ "$have_gpu" = 1 ]; then nvidia-smi; else echo "nvidia-smi: no GPU (GPU stages are skipped)"; fi
 } > "$ENV_TXT" 2>&1
 
+ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+PREBUILT_STAMP=lidvae_ext/_gpu_prebuilt.txt
+
+# prebuilt_usable: whether the module in place can stand for the build stage (why not, on stdout).
+prebuilt_usable() {
+  if [ "${GPU_CHECK_PREBUILT:-auto}" = 0 ]; then echo "GPU_CHECK_PREBUILT=0"; return 1; fi
+  if [ ! -f "$PREBUILT_STAMP" ]; then echo "no $PREBUILT_STAMP"; return 1; fi
+  local hash
+  hash=$(source_hash)
+  if ! grep -qx "sources $hash" "$PREBUILT_STAMP"; then
+    echo "the sources changed since the prebuilt module was built (now $hash)"; return 1
+  fi
+  "$PYTHON" - "$ARCH_LIST" <<'PY'
+import sys
+import torch
+import lidvae_ext
+info = lidvae_ext.build_info()
+arch = sys.argv[1]
+if not info:
+    sys.exit("the prebuilt module does not load (build_info() is empty)")
+if not info.get("with_cuda"):
+    sys.exit("the prebuilt module has no CUDA kernels")
+if info.get("torch_version") != torch.__version__:
+    sys.exit(f"the prebuilt module is for torch {info.get('torch_version')}, this is {torch.__version__}")
+if info.get("cuda_arch_list") != arch:
+    sys.exit(f"the prebuilt module is for TORCH_CUDA_ARCH_LIST={info.get('cuda_arch_list')!r}, not {arch!r}")
+PY
+}
+
 if want build; then
-  run_stage build "$T_BUILD" "$OUT/build.log" \
-    env TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}" \
-    "$PYTHON" setup.py build_ext --inplace
+  if why=$(prebuilt_usable 2>&1); then
+    {
+      echo "build: skipped the compile: the prebuilt module in place matches these sources and this torch"
+      cat "$PREBUILT_STAMP"
+    } > "$OUT/build.log"
+    record build ok 0 0 "prebuilt module used ($(sed -n 's/^sources //p' "$PREBUILT_STAMP" | cut -c1-12))"
+    echo "== build: prebuilt module used (sources match $PREBUILT_STAMP)"
+    summarize > /dev/null
+  else
+    echo "== build: compiling ($(echo "$why" | tail -n 1))"
+    run_stage build "$T_BUILD" "$OUT/build.log" \
+      env TORCH_CUDA_ARCH_LIST="$ARCH_LIST" MAX_JOBS="${MAX_JOBS:-16}" \
+      "$PYTHON" setup.py build_ext --inplace
+  fi
 fi
 
 # build_info() of what will be tested (in place build first on sys.path).
 "$PYTHON" -c "import json, lidvae_ext; print('build_info', json.dumps(lidvae_ext.build_info()))" \
   >> "$ENV_TXT" 2>&1 || echo "build_info: lidvae_ext did not import" >> "$ENV_TXT"
+# The benchmark script imports lidvae_ext with benchmarks/ first on sys.path: check that it
+# finds the in-place build before a stage spends its time finding out.
+if [ -f benchmarks/run.py ]; then
+  if err=$("$PYTHON" benchmarks/run.py --help 2>&1 >/dev/null); then
+    echo "preflight: benchmarks/run.py imports lidvae_ext: ok" >> "$ENV_TXT"
+  else
+    echo "preflight: benchmarks/run.py failed: $(echo "$err" | tail -n 1)" >> "$ENV_TXT"
+  fi
+fi
 
 gpu_stage() {   # gpu_stage NAME: records a skip when there is no GPU
   if [ "$have_gpu" = 1 ]; then return 0; fi

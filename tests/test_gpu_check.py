@@ -54,7 +54,7 @@ def test_gpu_stages_skip_without_gpu(tmp_path):
 
 def test_stage_selection_and_deadline(tmp_path):
     # 40 s deadline with 30 s kept for the summary: a stage may not start (needs >= 20 s)
-    proc = _run(tmp_path, "--stages", "build", DEADLINE_S="40")
+    proc = _run(tmp_path, "--stages", "build", DEADLINE_S="40", GPU_CHECK_PREBUILT="0")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (stage,) = _results(tmp_path)["stages"]
     assert stage["stage"] == "build" and stage["status"] == "skipped"
@@ -70,3 +70,112 @@ def test_bad_arguments(tmp_path, args, message):
     proc = _run(tmp_path, *args)
     assert proc.returncode == 2
     assert message in proc.stderr
+
+
+def test_stages_see_the_in_place_build(tmp_path):
+    # benchmarks/run.py runs with benchmarks/ first on sys.path: the script exports the repository
+    # root on PYTHONPATH so that it (and the sanitizer's child process) import the in-place build
+    proc = _run(tmp_path, "--skip-build")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    env = _results(tmp_path)["env"]
+    assert "preflight: benchmarks/run.py imports lidvae_ext: ok" in env, env
+
+
+# --- the prebuilt module (scripts/gpu_prebuild.sh), in a stand-in repository -----------------
+
+_FAKE_PACKAGE = '''
+import os
+import torch
+
+
+def build_info():
+    if os.environ.get("FAKE_NOT_BUILT"):
+        return {}
+    return {"with_cuda": os.environ.get("FAKE_WITH_CUDA", "1") == "1", "torch_version": torch.__version__,
+            "cuda_arch_list": "9.0"}
+'''
+
+# A setup.py that only leaves a mark: whether the build stage compiled is seen from it.
+_FAKE_SETUP = "open('compiled.mark', 'w').write('yes')\n"
+
+
+def _fake_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "scripts" / "gpu_check.sh").write_text(SCRIPT.read_text())
+    (repo / "csrc").mkdir()
+    (repo / "csrc" / "kernel.cu").write_text("// kernel\n")
+    (repo / "setup.py").write_text(_FAKE_SETUP)
+    (repo / "lidvae_ext").mkdir()
+    (repo / "lidvae_ext" / "__init__.py").write_text(_FAKE_PACKAGE)
+    return repo
+
+
+def _run_fake(repo: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GPU_CHECK_PREBUILT")}
+    full_env = {**clean, "PYTHON": sys.executable, "OUT": str(repo / "out"), "GPU_CHECK_NO_GPU": "1", **env}
+    return subprocess.run(["bash", str(repo / "scripts" / "gpu_check.sh"), *args], env=full_env,
+                          capture_output=True, text=True, timeout=120, cwd=repo)
+
+
+def _stamp(repo: Path) -> None:
+    digest = _run_fake(repo, "--source-hash").stdout.strip()
+    assert len(digest) == 64, digest
+    (repo / "lidvae_ext" / "_gpu_prebuilt.txt").write_text(f"sources {digest}\ntorch x\narch 9.0\n")
+
+
+def _build_stage(repo: Path) -> dict:
+    results = json.loads((repo / "out" / "results.json").read_text())
+    return next(s for s in results["stages"] if s["stage"] == "build")
+
+
+def test_source_hash_follows_the_sources(tmp_path):
+    repo = _fake_repo(tmp_path)
+    first = _run_fake(repo, "--source-hash").stdout
+    assert _run_fake(repo, "--source-hash").stdout == first
+    (repo / "csrc" / "kernel.cu").write_text("// kernel, changed\n")
+    changed = _run_fake(repo, "--source-hash").stdout
+    (repo / "csrc" / "kernel.cu").rename(repo / "csrc" / "renamed.cu")
+    renamed = _run_fake(repo, "--source-hash").stdout
+    (repo / "setup.py").write_text(_FAKE_SETUP + "# changed\n")
+    assert len({first, changed, renamed, _run_fake(repo, "--source-hash").stdout}) == 4
+
+
+def test_prebuilt_module_stands_for_the_build(tmp_path):
+    repo = _fake_repo(tmp_path)
+    _stamp(repo)
+    proc = _run_fake(repo, "--stages", "build")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    stage = _build_stage(repo)
+    assert stage["status"] == "ok" and stage["note"].startswith("prebuilt module used"), stage
+    assert not (repo / "compiled.mark").exists()
+    assert "matches these sources" in (repo / "out" / "build.log").read_text()
+
+
+@pytest.mark.parametrize("change, reason", [
+    ("sources", "the sources changed"),
+    ("no_stamp", "no lidvae_ext/_gpu_prebuilt.txt"),
+    ("opt_out", "GPU_CHECK_PREBUILT=0"),
+    ("cpu_only", "no CUDA kernels"),
+    ("not_loading", "does not load"),
+])
+def test_prebuilt_module_rejected(tmp_path, change, reason):
+    repo = _fake_repo(tmp_path)
+    _stamp(repo)
+    env = {}
+    if change == "sources":
+        (repo / "csrc" / "kernel.cu").write_text("// edited after the prebuild\n")
+    elif change == "no_stamp":
+        (repo / "lidvae_ext" / "_gpu_prebuilt.txt").unlink()
+    elif change == "opt_out":
+        env["GPU_CHECK_PREBUILT"] = "0"
+    elif change == "cpu_only":
+        env["FAKE_WITH_CUDA"] = "0"
+    else:
+        env["FAKE_NOT_BUILT"] = "1"
+    proc = _run_fake(repo, "--stages", "build", **env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (repo / "compiled.mark").exists(), proc.stdout   # the build stage compiled
+    assert _build_stage(repo)["status"] == "ok"
+    (line,) = [l for l in proc.stdout.splitlines() if l.startswith("== build: compiling (")]
+    assert reason in line, proc.stdout

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Builds here, on a CPU machine, the in-place CUDA module that scripts/gpu_check.sh
+# would otherwise compile on the lent GPU machine (about 100 s of its 15-minute
+# budget), against the torch that machine runs: torch==2.11.0 from the package
+# index is 2.11.0+cu130, the same build, for Python 3.12. nvcc is needed here,
+# no GPU.
+#
+#   bash scripts/gpu_prebuild.sh
+#
+# Leaves in lidvae_ext/ (all ignored by git):
+#   _C.cpython-312-x86_64-linux-gnu.so   the module, CUDA kernels for TORCH_CUDA_ARCH_LIST
+#   _build_config.py                     its build configuration
+#   _gpu_prebuilt.txt                    the stamp: hash of the sources (gpu_check.sh
+#                                        --source-hash), torch version, architectures
+# and prints the `carry` list for the device tool. gpu_check.sh uses the module only
+# if the stamp's hash matches the sources it runs on and the module loads with CUDA
+# kernels for that machine's torch; otherwise it compiles as usual. The in-place
+# module is for Python 3.12 only: the CPU .venv (Python 3.11) never loads it.
+#
+# Environment: PY312 (a Python 3.12 interpreter; default: python3.12 on PATH, then
+# pyenv's), GPU_VENV (default .gpu-venv), GPU_TORCH_SPEC (default torch==2.11.0),
+# TORCH_CUDA_ARCH_LIST (default 9.0), MAX_JOBS (default 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${GPU_VENV:-.gpu-venv}
+TORCH_SPEC=${GPU_TORCH_SPEC:-torch==2.11.0}
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+export MAX_JOBS=${MAX_JOBS:-2}
+
+find_python312() {
+  if [ -n "${PY312:-}" ]; then echo "$PY312"; return; fi
+  local candidate
+  for candidate in "$(command -v python3.12 2>/dev/null || true)" \
+                   "$(pyenv prefix 3.12 2>/dev/null || true)/bin/python3.12" \
+                   "$HOME"/.pyenv/versions/3.12*/bin/python3.12; do
+    if [ -x "$candidate" ] && "$candidate" -c "import sys; sys.exit(sys.version_info[:2] != (3, 12))" 2>/dev/null; then
+      echo "$candidate"; return
+    fi
+  done
+  echo "gpu_prebuild: no Python 3.12 found; set PY312=/path/to/python3.12" >&2
+  exit 1
+}
+
+command -v nvcc >/dev/null 2>&1 || { echo "gpu_prebuild: nvcc not found (the CUDA kernels need it)" >&2; exit 1; }
+if [ ! -x "$VENV/bin/python" ]; then
+  "$(find_python312)" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+"$PY" -c "import sys; sys.exit(sys.version_info[:2] != (3, 12))" \
+  || { echo "gpu_prebuild: $VENV is not a Python 3.12 environment; remove it or set GPU_VENV" >&2; exit 1; }
+"$PY" -m pip install -q "$TORCH_SPEC" numpy ninja "setuptools<82" wheel
+
+rm -f lidvae_ext/_gpu_prebuilt.txt
+start=$(date +%s)
+"$PY" setup.py build_ext --inplace > "$VENV/prebuild.log" 2>&1 \
+  || { tail -n 30 "$VENV/prebuild.log" >&2; echo "gpu_prebuild: build failed (log: $VENV/prebuild.log)" >&2; exit 1; }
+echo "gpu_prebuild: built in $(( $(date +%s) - start ))s"
+
+# Check what was built before stamping it.
+"$PY" - "$TORCH_CUDA_ARCH_LIST" <<'PY'
+import sys
+import torch
+import lidvae_ext
+info = lidvae_ext.build_info()
+print("gpu_prebuild: build_info", info)
+if not info.get("with_cuda") or info.get("cuda_arch_list") != sys.argv[1] or info.get("torch_version") != torch.__version__:
+    sys.exit("gpu_prebuild: the module built has no CUDA kernels for this torch and architecture list")
+PY
+module=$(cd lidvae_ext && ls _C.cpython-312-*.so)
+{
+  echo "sources $(bash scripts/gpu_check.sh --source-hash)"
+  echo "torch $("$PY" -c 'import torch; print(torch.__version__)')"
+  echo "arch $TORCH_CUDA_ARCH_LIST"
+  echo "module $module"
+  echo "built $(date -u +%FT%TZ)"
+} > lidvae_ext/_gpu_prebuilt.txt
+cat lidvae_ext/_gpu_prebuilt.txt
+echo "gpu_prebuild: carry [\"lidvae_ext/$module\", \"lidvae_ext/_build_config.py\", \"lidvae_ext/_gpu_prebuilt.txt\"]"
