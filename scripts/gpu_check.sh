@@ -12,13 +12,16 @@
 #              nothing when a prebuilt module from scripts/gpu_prebuild.sh is in place, was built
 #              from these very sources (lidvae_ext/_gpu_prebuilt.txt) and loads with CUDA kernels
 #              for that torch and architecture
-#   tests      pytest tests/test_ops_cuda.py -m "not slow"
+#   tests      pytest tests/test_ops_cuda.py -m "not slow" -k "not torch_compile" (-v: a killed
+#              stage still shows which tests passed; pytest-timeout, where installed, ends a
+#              hung test after PYTEST_TIMEOUT s and dumps its stack)
 #   bench      benchmarks/run.py --device cuda --memory: fused (auto), fused-generic
 #              (LIDVAE_CUDA_FUSED=0), JAX jit, official-style eager, reference on C1–C4,
 #              C1L, C3L in float32, then C3 in float64 (rows appended to bench.json)
 #   sanitizer  compute-sanitizer memcheck + racecheck on one fused and one
 #              generic shape, forward and backward (the slow test in test_ops_cuda.py)
-#   compile    benchmarks/run.py --device cuda --compile (torch.compile column; slow to compile)
+#   compile    the torch.compile / CUDA-graph tests of test_ops_cuda.py, then
+#              benchmarks/run.py --device cuda --compile (torch.compile column; slow to compile)
 #
 # Writes at most 8 files under $OUT: build.log, tests.log, bench.log, bench.json,
 # sanitizer.log, compile.log, compile.json, results.json. results.json is
@@ -29,7 +32,8 @@
 #
 # Environment: PYTHON (default python3), OUT (default ./gpu_check_out),
 # DEADLINE_S (whole script, default 540), T_BUILD/T_TESTS/T_BENCH/T_SANITIZER/
-# T_COMPILE (per stage, seconds), BENCH_ARGS (extra benchmarks/run.py arguments),
+# T_COMPILE (per stage, seconds), PYTEST_TIMEOUT (per test, default 120),
+# BENCH_ARGS (extra benchmarks/run.py arguments),
 # GPU_CHECK_PREBUILT=0 (always build, even over a valid prebuilt module),
 # GPU_CHECK_NO_GPU=1 (treat the machine as having no GPU: GPU stages are
 # skipped; used to test this script's logic on a CPU machine).
@@ -124,7 +128,7 @@ for line in open(status_path, encoding="utf-8"):
     entry = {"stage": name, "status": status, "rc": int(rc) if rc else None,
              "seconds": int(secs), "note": note}
     log = os.path.join(os.path.dirname(out_path), f"{name}.log")
-    if name in ("tests", "sanitizer") and os.path.exists(log):
+    if name in ("tests", "sanitizer", "compile") and os.path.exists(log):
         summary = [l.strip() for l in open(log, encoding="utf-8", errors="replace")
                    if re.search(r"\d+ (passed|failed|skipped|error)", l)]
         entry["summary"] = summary[-1].strip("= ") if summary else None
@@ -216,6 +220,12 @@ if [ -f benchmarks/run.py ]; then
   fi
 fi
 
+# A hung test (a kernel that never returns, say) would otherwise use up its whole stage.
+PYTEST_TIMEOUT_ARGS=()
+if "$PYTHON" -c "import pytest_timeout" > /dev/null 2>&1; then
+  PYTEST_TIMEOUT_ARGS=(--timeout "${PYTEST_TIMEOUT:-120}" --timeout-method thread)
+fi
+
 gpu_stage() {   # gpu_stage NAME: records a skip when there is no GPU
   if [ "$have_gpu" = 1 ]; then return 0; fi
   record "$1" skipped "" 0 "no GPU"; echo "== $1: skipped (no GPU)"; summarize > /dev/null; return 1
@@ -223,7 +233,8 @@ gpu_stage() {   # gpu_stage NAME: records a skip when there is no GPU
 
 if want tests && gpu_stage tests; then
   run_stage tests "$T_TESTS" "$OUT/tests.log" \
-    "$PYTHON" -m pytest tests/test_ops_cuda.py -m "not slow" -q -p no:cacheprovider -rfEs
+    "$PYTHON" -m pytest tests/test_ops_cuda.py -m "not slow" -k "not torch_compile" -v \
+    -p no:cacheprovider -rfEs "${PYTEST_TIMEOUT_ARGS[@]}"
 fi
 
 if want bench && gpu_stage bench; then
@@ -236,14 +247,17 @@ fi
 
 if want sanitizer && gpu_stage sanitizer; then
   run_stage sanitizer "$T_SANITIZER" "$OUT/sanitizer.log" \
-    "$PYTHON" -m pytest tests/test_ops_cuda.py -k compute_sanitizer -q -p no:cacheprovider -rs
+    "$PYTHON" -m pytest tests/test_ops_cuda.py -k compute_sanitizer -m slow -v -p no:cacheprovider -rfEs
 fi
 
 if want compile && gpu_stage compile; then
   # shellcheck disable=SC2086
-  run_stage compile "$T_COMPILE" "$OUT/compile.log" \
-    "$PYTHON" benchmarks/run.py --device cuda --compile --no-jax --no-eager --no-generic \
-    --cases C1 C2 C3 C4 --json "$OUT/compile.json" $BENCH_ARGS
+  run_stage compile "$T_COMPILE" "$OUT/compile.log" bash -c \
+    "\"\$0\" -m pytest tests/test_ops_cuda.py -k torch_compile -v -p no:cacheprovider -rfEs \${*:2}; tests=\$?
+     \"\$0\" benchmarks/run.py --device cuda --compile --no-jax --no-eager --no-generic \
+       --cases C1 C2 C3 C4 --json \"\$1\" $BENCH_ARGS; bench=\$?
+     exit \$(( tests != 0 ? tests : bench ))" \
+    "$PYTHON" "$OUT/compile.json" "${PYTEST_TIMEOUT_ARGS[@]}"
 fi
 
 summarize
