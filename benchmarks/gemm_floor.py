@@ -28,7 +28,6 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from lidvae_ext import BrenierMap
 

@@ -16,7 +16,6 @@ Examples
 from __future__ import annotations
 
 import argparse
-import os
 import runpy
 import sys
 from dataclasses import asdict

@@ -72,15 +72,6 @@ def test_bad_arguments(tmp_path, args, message):
     assert message in proc.stderr
 
 
-def test_stages_see_the_in_place_build(tmp_path):
-    # benchmarks/run.py runs with benchmarks/ first on sys.path: the script exports the repository
-    # root on PYTHONPATH so that it (and the sanitizer's child process) import the in-place build
-    proc = _run(tmp_path, "--skip-build")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    env = _results(tmp_path)["env"]
-    assert "preflight: benchmarks/run.py imports lidvae_ext: ok" in env, env
-
-
 # --- the prebuilt module (scripts/gpu_prebuild.sh), in a stand-in repository -----------------
 
 _FAKE_PACKAGE = '''
@@ -179,3 +170,18 @@ def test_prebuilt_module_rejected(tmp_path, change, reason):
     assert _build_stage(repo)["status"] == "ok"
     (line,) = [l for l in proc.stdout.splitlines() if l.startswith("== build: compiling (")]
     assert reason in line, proc.stdout
+
+
+def test_stages_see_the_in_place_build(tmp_path):
+    # benchmarks/run.py runs with benchmarks/ first on sys.path, where lidvae_ext is not: the script
+    # exports the repository root on PYTHONPATH so that such scripts (and the sanitizer's child
+    # process) import the in-place build, which is not installed on the GPU machine
+    repo = _fake_repo(tmp_path)
+    (repo / "benchmarks").mkdir()
+    (repo / "benchmarks" / "run.py").write_text(
+        "import os, sys\nimport lidvae_ext\n"   # the repository's, not an installed one
+        "sys.exit(0 if os.path.abspath(lidvae_ext.__file__).startswith(os.getcwd() + os.sep) else 1)\n")
+    proc = _run_fake(repo, "--skip-build")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    env = json.loads((repo / "out" / "results.json").read_text())["env"]
+    assert "preflight: benchmarks/run.py imports lidvae_ext: ok" in env, env
