@@ -37,7 +37,9 @@
 # GPU_CHECK_PREBUILT=0 (always build, even over a valid prebuilt module),
 # GPU_CHECK_NO_GPU=1 (treat the machine as having no GPU: GPU stages are
 # skipped; used to test this script's logic on a CPU machine).
-# `gpu_check.sh --source-hash` prints the hash of the sources a build depends on.
+# `gpu_check.sh --source-hash` prints the hash of the sources a build depends on;
+# `gpu_check.sh --check-prebuilt` says whether the module in place would stand for
+# the build stage (exit 0) or why not (exit 1), and runs nothing else.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # The stages run scripts (benchmarks/run.py, the sanitizer's child process) whose
@@ -61,6 +63,7 @@ T_COMPILE=${T_COMPILE:-200}
 BENCH_ARGS=${BENCH_ARGS:-}
 STAGES="build,tests,bench,sanitizer,compile"
 SKIP_BUILD=0
+CHECK_PREBUILT=0
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -68,7 +71,8 @@ while [ $# -gt 0 ]; do
     --stages) shift; STAGES="$1" ;;
     --stages=*) STAGES="${1#--stages=}" ;;
     --source-hash) source_hash; exit 0 ;;
-    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+    --check-prebuilt) CHECK_PREBUILT=1 ;;
+    -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -79,6 +83,41 @@ for s in ${STAGES//,/ }; do
   esac
 done
 [ "$SKIP_BUILD" = 1 ] && STAGES=$(echo ",$STAGES," | sed 's/,build,/,/; s/^,//; s/,$//')
+
+ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+PREBUILT_STAMP=lidvae_ext/_gpu_prebuilt.txt
+
+# prebuilt_usable: whether the module in place can stand for the build stage (why not, on stdout).
+prebuilt_usable() {
+  if [ "${GPU_CHECK_PREBUILT:-auto}" = 0 ]; then echo "GPU_CHECK_PREBUILT=0"; return 1; fi
+  if [ ! -f "$PREBUILT_STAMP" ]; then echo "no $PREBUILT_STAMP"; return 1; fi
+  local hash
+  hash=$(source_hash)
+  if ! grep -qx "sources $hash" "$PREBUILT_STAMP"; then
+    echo "the sources changed since the prebuilt module was built (now $hash)"; return 1
+  fi
+  "$PYTHON" - "$ARCH_LIST" <<'PY'
+import sys
+import torch
+import lidvae_ext
+info = lidvae_ext.build_info()
+arch = sys.argv[1]
+if not info:
+    sys.exit("the prebuilt module does not load (build_info() is empty)")
+if not info.get("with_cuda"):
+    sys.exit("the prebuilt module has no CUDA kernels")
+if info.get("torch_version") != torch.__version__:
+    sys.exit(f"the prebuilt module is for torch {info.get('torch_version')}, this is {torch.__version__}")
+if info.get("cuda_arch_list") != arch:
+    sys.exit(f"the prebuilt module is for TORCH_CUDA_ARCH_LIST={info.get('cuda_arch_list')!r}, not {arch!r}")
+PY
+}
+
+if [ "$CHECK_PREBUILT" = 1 ]; then
+  why=$(prebuilt_usable 2>&1) && { echo "prebuilt module usable"; exit 0; }
+  echo "prebuilt module not usable: $(echo "$why" | tail -n 1)" >&2
+  exit 1
+fi
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -160,35 +199,6 @@ fi
   command -v nvcc >/dev/null 2>&1 && nvcc --version | tail -n 2
   if [ "$have_gpu" = 1 ]; then nvidia-smi; else echo "nvidia-smi: no GPU (GPU stages are skipped)"; fi
 } > "$ENV_TXT" 2>&1
-
-ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
-PREBUILT_STAMP=lidvae_ext/_gpu_prebuilt.txt
-
-# prebuilt_usable: whether the module in place can stand for the build stage (why not, on stdout).
-prebuilt_usable() {
-  if [ "${GPU_CHECK_PREBUILT:-auto}" = 0 ]; then echo "GPU_CHECK_PREBUILT=0"; return 1; fi
-  if [ ! -f "$PREBUILT_STAMP" ]; then echo "no $PREBUILT_STAMP"; return 1; fi
-  local hash
-  hash=$(source_hash)
-  if ! grep -qx "sources $hash" "$PREBUILT_STAMP"; then
-    echo "the sources changed since the prebuilt module was built (now $hash)"; return 1
-  fi
-  "$PYTHON" - "$ARCH_LIST" <<'PY'
-import sys
-import torch
-import lidvae_ext
-info = lidvae_ext.build_info()
-arch = sys.argv[1]
-if not info:
-    sys.exit("the prebuilt module does not load (build_info() is empty)")
-if not info.get("with_cuda"):
-    sys.exit("the prebuilt module has no CUDA kernels")
-if info.get("torch_version") != torch.__version__:
-    sys.exit(f"the prebuilt module is for torch {info.get('torch_version')}, this is {torch.__version__}")
-if info.get("cuda_arch_list") != arch:
-    sys.exit(f"the prebuilt module is for TORCH_CUDA_ARCH_LIST={info.get('cuda_arch_list')!r}, not {arch!r}")
-PY
-}
 
 if want build; then
   if why=$(prebuilt_usable 2>&1); then

@@ -56,16 +56,8 @@ start=$(date +%s)
   || { tail -n 30 "$VENV/prebuild.log" >&2; echo "gpu_prebuild: build failed (log: $VENV/prebuild.log)" >&2; exit 1; }
 echo "gpu_prebuild: built in $(( $(date +%s) - start ))s"
 
-# Check what was built before stamping it.
-"$PY" - "$TORCH_CUDA_ARCH_LIST" <<'PY'
-import sys
-import torch
-import lidvae_ext
-info = lidvae_ext.build_info()
-print("gpu_prebuild: build_info", info)
-if not info.get("with_cuda") or info.get("cuda_arch_list") != sys.argv[1] or info.get("torch_version") != torch.__version__:
-    sys.exit("gpu_prebuild: the module built has no CUDA kernels for this torch and architecture list")
-PY
+# Stamp what was built, then check it with the very test gpu_check.sh applies on the GPU
+# machine (the stamp is removed again when the module would not stand for the build there).
 module=$(cd lidvae_ext && ls _C.cpython-312-*.so)
 {
   echo "sources $(bash scripts/gpu_check.sh --source-hash)"
@@ -74,5 +66,10 @@ module=$(cd lidvae_ext && ls _C.cpython-312-*.so)
   echo "module $module"
   echo "built $(date -u +%FT%TZ)"
 } > lidvae_ext/_gpu_prebuilt.txt
+if ! PYTHON="$PY" GPU_CHECK_PREBUILT=auto bash scripts/gpu_check.sh --check-prebuilt; then
+  rm -f lidvae_ext/_gpu_prebuilt.txt
+  echo "gpu_prebuild: the module built would not stand for gpu_check.sh's build stage" >&2
+  exit 1
+fi
 cat lidvae_ext/_gpu_prebuilt.txt
 echo "gpu_prebuild: carry [\"lidvae_ext/$module\", \"lidvae_ext/_build_config.py\", \"lidvae_ext/_gpu_prebuilt.txt\"]"

@@ -185,3 +185,14 @@ def test_stages_see_the_in_place_build(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     env = json.loads((repo / "out" / "results.json").read_text())["env"]
     assert "preflight: benchmarks/run.py imports lidvae_ext: ok" in env, env
+
+
+def test_check_prebuilt_only_reports(tmp_path):
+    # gpu_prebuild.sh checks its module with this, the same test the build stage applies
+    repo = _fake_repo(tmp_path)
+    _stamp(repo)
+    ok = _run_fake(repo, "--check-prebuilt")
+    assert ok.returncode == 0 and "prebuilt module usable" in ok.stdout, ok.stdout + ok.stderr
+    bad = _run_fake(repo, "--check-prebuilt", FAKE_WITH_CUDA="0")
+    assert bad.returncode == 1 and "not usable: the prebuilt module has no CUDA kernels" in bad.stderr, bad.stderr
+    assert not (repo / "out").exists() and not (repo / "compiled.mark").exists()   # nothing else ran
