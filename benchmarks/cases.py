@@ -89,7 +89,7 @@ def make_workload(case: Case, device: str = "cpu", dtype: torch.dtype = torch.fl
                   seed: int = 0) -> Workload:
     gen = torch.Generator().manual_seed(seed)
     if case.kind == "decoder":
-        module = LIDDecoder(case.dim, case.out_dim, case.hidden, case.layers)
+        module = LIDDecoder(case.dim, case.out_dim, case.hidden, case.layers, strong_convexity=0.0, beta="fixed")
         inputs = torch.randn(case.batch, case.dim, generator=gen)
         target = (torch.rand(case.batch, case.out_dim, generator=gen) < 0.3).to(dtype)
     else:

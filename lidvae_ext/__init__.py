@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from . import _extension, ops, reference
 from .errors import CheckpointError, TrainingDiverged
-from .nn import BrenierMap, ICNN, InjectiveLinear, LIDDecoder
+from .nn import BrenierMap, ICNN, InjectiveLinear, LIDDecoder, fit_beta, principal_directions
+from .user_vae import diagnose_vae, evaluate_vae, wrap_vae
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,11 @@ __all__ = [
     "LIDDecoder",
     "TrainingDiverged",
     "build_info",
+    "diagnose_vae",
+    "evaluate_vae",
+    "fit_beta",
+    "principal_directions",
+    "wrap_vae",
     "ops",
     "reference",
     "__version__",

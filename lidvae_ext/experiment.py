@@ -96,7 +96,7 @@ def _train_one(spec: ModelSpec, ds: Dataset, data: DataOptions, model_opts: Mode
         out.update(seconds=result.seconds, epochs=result.epochs, model=spec.name, data=ds.name,
                    train_size=int(fit_x.shape[0]), kl_weight=model.kl_weight,
                    strong_convexity=model.config.get("strong_convexity"), beta=model.config.get("beta"),
-                   active_units_at=active_units_at(out["au_variance"], eval_opts.au_thresholds),
+                   active_units_at=metrics.active_units_at(out["au_variance"], eval_opts.au_thresholds),
                    best_epoch=result.best_epoch, stopped_epoch=result.stopped_epoch,
                    val_size=None if stop_x is None else int(stop_x.shape[0]))
         if getattr(model, "is_mixture", False):
@@ -107,11 +107,6 @@ def _train_one(spec: ModelSpec, ds: Dataset, data: DataOptions, model_opts: Mode
             out["diagnostics"] = diagnose(model, ds.test, num_examples=eval_opts.diagnostics,
                                           posterior_samples=eval_opts.diagnostic_samples, seed=eval_opts.seed)
     return model, out, result
-
-
-def active_units_at(variances: list[float], thresholds: tuple[float, ...]) -> dict[str, int]:
-    """Active-unit counts #{d : Var_x(E_q[z_d|x]) ≥ t} for each threshold t (keys formatted ``%g``)."""
-    return {f"{t:g}": int(sum(v >= t for v in variances)) for t in thresholds}
 
 
 def run_train(spec: str, data: DataOptions, model_opts: ModelOptions, train_cfg: TrainConfig,
@@ -174,7 +169,7 @@ def run_evaluate(checkpoint: str | Path, data: DataOptions | None = None, eval_o
                            labels=ds.test_labels)
     out.update(checkpoint=str(checkpoint), model=state.get("spec", state["model_config"]["model"]),
                epochs=int(state["epoch"]), seconds=float(state["seconds"]), data=ds.name,
-               active_units_at=active_units_at(out["au_variance"], eval_opts.au_thresholds))
+               active_units_at=metrics.active_units_at(out["au_variance"], eval_opts.au_thresholds))
     if "early_stopping" in state:
         out.update(best_epoch=int(state["early_stopping"]["best_epoch"]))
     if eval_opts.diagnostics:

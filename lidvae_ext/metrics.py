@@ -69,6 +69,11 @@ def active_units(mean: Tensor, threshold: float = 0.01) -> tuple[int, Tensor]:
     return int((var >= threshold).sum()), var
 
 
+def active_units_at(variances: list[float], thresholds: tuple[float, ...]) -> dict[str, int]:
+    """Active-unit counts #{d : Var_x(E_q[z_d|x]) ≥ t} for each threshold t (keys formatted ``%g``)."""
+    return {f"{t:g}": int(sum(v >= t for v in variances)) for t in thresholds}
+
+
 def kl_to_prior(mean: Tensor, logvar: Tensor) -> tuple[float, Tensor]:
     """Average KL(q(z|x) ‖ N(0, I)): total (float) and per dimension (K,)."""
     per_dim = gaussian_kl_per_dim(mean.double(), logvar.double()).mean(0)

@@ -22,21 +22,33 @@ def _no_fallback():
     return ctx
 
 
-def _pair(seed):
+def _pair(seed, beta="fixed"):
     torch.manual_seed(seed)
-    fused = LIDDecoder(4, 12, hidden=16, strong_convexity=0.5, backend="auto")
-    ref = LIDDecoder(4, 12, hidden=16, strong_convexity=0.5, backend="reference")
+    fused = LIDDecoder(4, 12, hidden=16, strong_convexity=0.5, backend="auto", beta=beta)
+    ref = LIDDecoder(4, 12, hidden=16, strong_convexity=0.5, backend="reference", beta=beta)
     ref.load_state_dict(fused.state_dict())
     return fused, ref
 
 
-def test_autocast_bfloat16_encoder_output_runs_fused_in_float32():
-    fused, ref = _pair(0)
+@pytest.mark.parametrize("beta,backward_inside", [("fixed", True), ("random", False)])
+def test_autocast_bfloat16_encoder_output_runs_fused_in_float32(beta, backward_inside):
+    """The decoder computes in float32 under autocast, the β rotation included.
+
+    With β = [I; 0] every product is the fused operators', whose autocast rule holds in the
+    backward too, so even a backward run inside the autocast context is float32. The
+    rotation of an orthonormal β ('random', the default) is plain matmuls: its forward turns
+    autocast off, but a backward run *inside* the context would meet autocast's bfloat16
+    policy like any nn.Linear's — PyTorch's advice is to call backward outside it, as here.
+    """
+    fused, ref = _pair(0, beta)
     z = torch.randn(9, 4).to(torch.bfloat16).requires_grad_(True)  # what an autocast encoder hands over
     ctx = _no_fallback()
     try:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = fused(z)
+            if backward_inside:
+                out.square().sum().backward()
+        if not backward_inside:
             out.square().sum().backward()
     finally:
         ctx.__exit__(None, None, None)
