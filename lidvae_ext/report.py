@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import report_readable as readable
+
 REQUIRED_KEYS = ("active_units", "latent_dim", "kl", "kl_per_dim", "mutual_info", "neg_elbo", "iwae_nll", "seconds")
 
 
@@ -57,16 +59,16 @@ def markdown_table(report: dict[str, dict[str, Any]]) -> str:
 
 
 def write_markdown(path: str | os.PathLike, report: dict[str, dict[str, Any]], meta: dict[str, Any]) -> Path:
-    """``report.md``: the table plus the run's settings."""
-    k = next(iter(report.values())).get("iwae_samples", "?") if report else "?"
-    n = next(iter(report.values())).get("num_examples", "?") if report else "?"
-    text = [f"# Posterior collapse: {', '.join(report)} on {meta.get('data', '?')}", "",
-            markdown_table(report), "",
-            f"Metrics on {n} held-out examples; active units: Var_x(E_q[z_d|x]) ≥ {meta.get('au_threshold', 0.01)}; "
-            f"IWAE with k = {k}; MI against the aggregate posterior of the whole held-out set.", "",
-            "Settings:", "", "```", json.dumps(meta, indent=2, default=str), "```", ""]
+    """``report.md`` and, beside it, the self-contained ``report.html``: the verdict in words, what
+    collapse is, the table, what each metric means, each figure present with its caption, and the
+    run's settings in a collapsed section (:mod:`lidvae_ext.report_readable`)."""
     path = Path(path)
-    path.write_text("\n".join(text))
+    table = markdown_table(report)
+    figures = [f for f, _, _ in readable.FIGURES if (path.parent / f).is_file()]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(readable.markdown(report, meta, table, figures))
+    os.replace(tmp, path)
+    readable.write_html(path.with_name("report.html"), report, meta, table)
     return path
 
 
@@ -224,6 +226,10 @@ def write_figures(models: dict[str, Any], test_x: Tensor, report: dict[str, dict
     """All comparison figures into ``out_dir``; returns their paths."""
     out = Path(out_dir)
     paths = [plot_kl_per_dim(report, out / "kl_per_dim.png")]
+    for extra in (readable.plot_collapse_profile(report, out / "collapse_profile.png"),
+                  readable.plot_traversals(models, test_x, report, shape, out / "traversals.png", example=0)):
+        if extra is not None:
+            paths.append(extra)
     diag = plot_diagnostics(report, out / "diagnostics.png")
     if diag is not None:
         paths.append(diag)
