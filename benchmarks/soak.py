@@ -15,7 +15,9 @@ Every ``--every`` steps (default 1 000) it reads the process's resident set size
 table per model, writes everything to ``--json``, and judges each run: the
 memory is *flat after warm-up* when the RSS grows by at most ``--tolerance-mb``
 (default 8 MiB) between the first sample at or after ``--warmup`` steps (default
-2 000) and any later sample. Exit status 1 when a run is not flat.
+2 000) and any later sample. It also prints the least-squares trend of the RSS after
+warm-up (MiB per 1 000 steps): a leak grows steadily, allocator noise scatters. Exit
+status 1 when a run is not flat.
 
 This is a script, not a test: it takes minutes. Run it at one thread, niced, on
 a quiet machine (other processes do not change this process's RSS, but they
@@ -123,8 +125,17 @@ def judge(records: list[dict[str, float]], warmup: int, tolerance_mib: float) ->
         raise ValueError(f"need at least two samples at or after step {warmup}; run more steps")
     base = after[0]["rss_mib"]
     growth = max(r["rss_mib"] for r in after) - base
+    # least-squares slope of RSS over steps: a steady leak shows as a positive trend, allocator
+    # noise (glibc returning freed pages, or not) as scatter around a flat line
+    steps = [r["step"] for r in after]
+    rss = [r["rss_mib"] for r in after]
+    mean_s, mean_r = sum(steps) / len(steps), sum(rss) / len(rss)
+    var = sum((x - mean_s) ** 2 for x in steps)
+    slope = sum((x - mean_s) * (v - mean_r) for x, v in zip(steps, rss)) / var if var else 0.0
     return {"warmup_step": after[0]["step"], "rss_at_warmup_mib": base, "max_growth_mib": growth,
-            "final_growth_mib": after[-1]["rss_mib"] - base, "flat": growth <= tolerance_mib}
+            "final_growth_mib": after[-1]["rss_mib"] - base,
+            "spread_mib": max(rss) - min(rss), "slope_mib_per_1000_steps": 1000 * slope,
+            "flat": growth <= tolerance_mib}
 
 
 def table(name: str, records: list[dict[str, float]]) -> str:
@@ -162,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         result["runs"][name] = {"records": records, "verdict": verdict}  # type: ignore[index]
         print(table(name, records))
         print(f"{name}: RSS {verdict['rss_at_warmup_mib']:.1f} MiB at step {verdict['warmup_step']}, "
-              f"max growth after it {verdict['max_growth_mib']:+.1f} MiB (tolerance {args.tolerance_mb} MiB): "
+              f"max growth after it {verdict['max_growth_mib']:+.1f} MiB (tolerance {args.tolerance_mb} MiB), "
+              f"trend {verdict['slope_mib_per_1000_steps']:+.3f} MiB per 1000 steps: "
               f"{'flat' if verdict['flat'] else 'NOT flat'}\n", flush=True)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
