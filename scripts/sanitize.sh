@@ -17,7 +17,7 @@
 #
 # Environment: PYTHON (interpreter with torch and the test dependencies;
 # default python), CXX (default g++, must be the compiler setup.py uses),
-# MAX_JOBS (default 2), ASAN_BUILD (default build/asan),
+# MAX_JOBS (default 2), ASAN_BUILD (default build/asan, relative to the repository),
 # SANITIZE_SKIP_CTEST=1 (skip step 2). Arguments replace the default test list.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,7 +35,7 @@ fi
 # The runtime the compiler links -fsanitize=address against; Python must load it first.
 # libstdc++ is preloaded with it: python itself does not link libstdc++, so when libasan
 # starts it cannot find the real __cxa_throw, and the first C++ exception thrown in _C
-# (every TORCH_CHECK) dies with "CHECK failed: ... real___cxa_throw != 0" (GCC bug 84428).
+# (any TORCH_CHECK that fails) dies with "CHECK failed: ... real___cxa_throw != 0" (GCC bug 84428).
 LIBASAN="$("$CXX" -print-file-name=libasan.so)"
 LIBSTDCXX="$("$CXX" -print-file-name=libstdc++.so)"
 for lib in "$LIBASAN" "$LIBSTDCXX"; do
