@@ -183,8 +183,10 @@ void openblas_gemm(Fn gemm, const at::Tensor& out, const at::Tensor& a, const at
   const T* b_p = b.data_ptr<T>();
   T* c_p = out.data_ptr<T>();
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
-  // Below ~1 MFLOP a split costs more than it saves.
-  const bool split = threads > 1 && m * n * k >= (int64_t(1) << 19);
+  // Below ~1 MFLOP a split costs more than it saves. (In double: m, n, k <= INT_MAX each,
+  // so the int64_t product m * n * k could overflow.)
+  const bool split = threads > 1 && static_cast<double>(m) * static_cast<double>(n) *
+                                            static_cast<double>(k) >= double(1 << 19);
   if (!split) {
     cblas_block<T>(gemm, ta, tb, 0, m, 0, n, k, alpha, a_p, lda, b_p, ldb, beta, c_p, ldc);
     return;
@@ -248,6 +250,10 @@ void gemm_out_with(GemmBackend backend, const at::Tensor& out, const at::Tensor&
               "gemm_out: sizes out ", out.sizes(), " = a ", a.sizes(), " @ b ", b.sizes());
   const auto dtype = out.scalar_type();
   int ta = 0, tb = 0, tc = 0, lda = 0, ldb = 0, ldc = 0;
+  // CBLAS takes 32-bit ints (scipy-openblas32): a size or leading dimension past INT_MAX
+  // goes to ATen (at::mm / addmm, 64-bit sizes) instead. Block offsets (cblas_block) are
+  // int64_t, and OpenBLAS indexes with 64-bit BLASLONG internally, so operands of more than
+  // 2^31 elements are fine (tests/test_large_index.py).
   const bool fits = a.size(1) <= INT_MAX && out.size(0) <= INT_MAX && out.size(1) <= INT_MAX;
   const bool usable = backend == GemmBackend::kOpenBlas && openblas_available() && fits &&
                       (dtype == at::kFloat || dtype == at::kDouble) && a.scalar_type() == dtype &&
