@@ -137,6 +137,39 @@ def verdict(report: dict[str, dict[str, Any]], threshold: float = PROJECT_THRESH
     return lines
 
 
+BLIND_FISHER = 0.01  # a dimension whose Fisher information is below this fraction of the model's largest
+
+
+def diagnosis(name: str, m: dict[str, Any], threshold: float = PROJECT_THRESHOLD) -> str | None:
+    """One sentence on *why* the model's inactive dimensions are inactive (needs ``diagnostics``).
+
+    An inactive dimension (Var_x(E_q[z_d|x]) < threshold) is called *invisible to the decoder*
+    when its expected Fisher information is below ``BLIND_FISHER`` of the model's largest;
+    *collapsed only in q* when the exact posterior's mean varies across inputs (Var_x m_d,
+    less its Monte-Carlo noise) more than twice as much as q's; otherwise *weakly used by both*.
+    """
+    d = m.get("diagnostics")
+    if not d:
+        return None
+    var = np.asarray(m["au_variance"])
+    fisher = np.asarray(d["fisher"])
+    rel = fisher / max(float(fisher.max()), 1e-300)
+    inactive = np.flatnonzero(var < threshold)
+    if len(inactive) == 0:
+        return (f"Every dimension of the {name} is active, and the decoder sees each one: the weakest has "
+                f"{rel.min():.1%} of the largest Fisher information.")
+    exact = np.asarray(d["exact_mean_var"]) - np.asarray(d["exact_mean_noise"])
+    qvar = np.asarray(d["q_mean_var"])
+    blind = [i for i in inactive if rel[i] < BLIND_FISHER]
+    q_only = [i for i in inactive if rel[i] >= BLIND_FISHER and exact[i] > 2.0 * qvar[i]]
+    weak = len(inactive) - len(blind) - len(q_only)
+    return (f"Of the {name}'s {len(inactive)} inactive dimensions, {len(blind)} are invisible to the decoder "
+            f"(Fisher information below {BLIND_FISHER:.0%} of its largest: the model itself ignores them), "
+            f"{len(q_only)} collapsed only in q (the exact posterior still varies with x: an inference failure), "
+            f"and {weak} are weakly used by both (the decoder sees them a little, the exact posterior stays "
+            "close to the prior).")
+
+
 def _plt():
     import matplotlib
 
@@ -238,7 +271,8 @@ def report_sections(report: dict[str, dict[str, Any]], meta: dict[str, Any]) -> 
     first = next(iter(report.values()), {})
     return {
         "title": f"Posterior collapse: {', '.join(report)} on {meta.get('data', '?')}",
-        "verdict": verdict(report, float(meta.get("au_threshold", PROJECT_THRESHOLD))),
+        "verdict": verdict(report, float(meta.get("au_threshold", PROJECT_THRESHOLD)))
+        + [line for n, m in report.items() if (line := diagnosis(n, m)) is not None],
         "collapse": WHAT_COLLAPSE_IS,
         "metrics": METRICS,
         "footnote": (f"Metrics on {first.get('num_examples', '?')} held-out examples; IWAE with "

@@ -99,3 +99,17 @@ def test_report_html_renders_in_headless_chromium(tmp_path):
     assert not console, console
     assert shot.is_file() and shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+
+
+def test_diagnosis_sorts_inactive_dimensions_by_cause():
+    m = _model([0.5, 0.001, 0.002, 0.003])
+    m["diagnostics"] = {"fisher": [1.0, 0.001, 0.5, 0.5],  # dim 1: 0.1 % of the largest -> invisible
+                        "exact_mean_var": [0.5, 0.0, 0.30, 0.004],  # dim 2: exact mean varies, q's does not
+                        "exact_mean_noise": [0.0, 0.0, 0.01, 0.001],
+                        "q_mean_var": [0.5, 0.001, 0.002, 0.003]}
+    line = readable.diagnosis("vae", m)
+    assert line.startswith("Of the vae's 3 inactive dimensions, 1 are invisible to the decoder")
+    assert "1 collapsed only in q" in line and "and 1 are weakly used by both" in line
+    m["au_variance"] = [0.5] * 4
+    assert "weakest has 0.1% of the largest Fisher information" in readable.diagnosis("vae", m)
+    assert readable.diagnosis("vae", _model([0.5])) is None  # no diagnostics, no sentence
