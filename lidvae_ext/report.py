@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from . import report_readable as readable
+from .plotting import pyplot, save_figure
 
 REQUIRED_KEYS = ("active_units", "latent_dim", "kl", "kl_per_dim", "mutual_info", "neg_elbo", "iwae_nll", "seconds")
 
@@ -72,14 +73,6 @@ def write_markdown(path: str | os.PathLike, report: dict[str, dict[str, Any]], m
     return path
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
 
 def plot_kl_per_dim(report: dict[str, dict[str, Any]], path: str | os.PathLike, threshold: float | None = None) -> Path:
     """Grouped bars of KL(q(z_d|x) ‖ p(z_d)) per latent dimension, one colour per model.
@@ -87,7 +80,7 @@ def plot_kl_per_dim(report: dict[str, dict[str, Any]], path: str | os.PathLike, 
     Dimensions are sorted by each model's own KL (descending) so collapsed
     dimensions line up on the right.
     """
-    plt = _plt()
+    plt = pyplot()
     names = list(report)
     fig, axes = plt.subplots(len(names), 1, figsize=(10, 2.2 * len(names) + 0.6), squeeze=False, sharey=True)
     for ax, name in zip(axes[:, 0], names):
@@ -105,10 +98,7 @@ def plot_kl_per_dim(report: dict[str, dict[str, Any]], path: str | os.PathLike, 
         ax.set_ylabel("KL (nats)")
         ax.set_xlim(0.3, len(kl) + 0.7)
     axes[-1, 0].set_xlabel("latent dimension (sorted by KL; grey = inactive)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_diagnostics(report: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path | None:
@@ -120,7 +110,7 @@ def plot_diagnostics(report: dict[str, dict[str, Any]], path: str | os.PathLike)
     names = [n for n, m in report.items() if m.get("diagnostics")]
     if not names:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(len(names), 2, figsize=(12, 2.4 * len(names) + 0.6), squeeze=False)
     for row, name in enumerate(names):
         m, d = report[name], report[name]["diagnostics"]
@@ -141,10 +131,7 @@ def plot_diagnostics(report: dict[str, dict[str, Any]], path: str | os.PathLike)
         ax.legend(fontsize=7)
     for ax in axes[-1]:
         ax.set_xlabel("latent dimension (sorted by KL)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def _as_images(x: Tensor, shape: tuple[int, int] | None) -> Tensor:
@@ -157,7 +144,7 @@ def _as_images(x: Tensor, shape: tuple[int, int] | None) -> Tensor:
 def plot_reconstructions(originals: Tensor, recons: dict[str, Tensor], shape: tuple[int, int] | None,
                          path: str | os.PathLike) -> Path:
     """First row: held-out inputs; one row of reconstructions E[x | z = E_q[z|x]] per model."""
-    plt = _plt()
+    plt = pyplot()
     rows = [("data", originals)] + list(recons.items())
     n = originals.shape[0]
     fig, axes = plt.subplots(len(rows), n, figsize=(0.8 * n + 1.2, 0.9 * len(rows) + 0.3), squeeze=False)
@@ -169,15 +156,12 @@ def plot_reconstructions(originals: Tensor, recons: dict[str, Tensor], shape: tu
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_samples(samples: dict[str, Tensor], shape: tuple[int, int] | None, path: str | os.PathLike) -> Path:
     """A grid of E[x|z], z ~ N(0, I), per model (side by side)."""
-    plt = _plt()
+    plt = pyplot()
     names = list(samples)
     n = next(iter(samples.values())).shape[0]
     side = int(math.ceil(math.sqrt(n)))
@@ -192,15 +176,12 @@ def plot_samples(samples: dict[str, Tensor], shape: tuple[int, int] | None, path
         ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, aspect="equal" if shape is not None else "auto")
         ax.set_title(name, fontsize=10)
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_training_curves(histories: dict[str, list[dict[str, float]]], path: str | os.PathLike) -> Path:
     """Training −ELBO, KL and held-out active units per epoch."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     for name, hist in histories.items():
         ep = [h["epoch"] for h in hist]
@@ -212,10 +193,7 @@ def plot_training_curves(histories: dict[str, list[dict[str, float]]], path: str
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 @torch.no_grad()

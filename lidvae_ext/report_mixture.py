@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .plotting import pyplot, save_figure
+
 
 def has_mixture(report: dict[str, dict[str, Any]]) -> bool:
     """Whether any model of a report is a mixture-prior model."""
@@ -37,9 +39,7 @@ def _grid(imgs: np.ndarray) -> np.ndarray:
 def plot_cluster_samples(samples: dict[str, Tensor], shape: tuple[int, int] | None, path: str | os.PathLike,
                          usage: dict[str, list[float]] | None = None) -> Path:
     """Per model, one row of samples E[x|z], z ~ p(z|y), per cluster y; ``samples[name]`` is (C, n, D)."""
-    from .report import _plt
-
-    plt = _plt()
+    plt = pyplot()
     names = list(samples)
     c_max = max(s.shape[0] for s in samples.values())
     n = next(iter(samples.values())).shape[1]
@@ -57,17 +57,12 @@ def plot_cluster_samples(samples: dict[str, Tensor], shape: tuple[int, int] | No
         if usage and name in usage:
             labels = [f"y={r} ({100 * usage[name][r]:.0f}%)" for r in range(c)]
         ax.set_yticklabels(labels, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_cluster_usage(report: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
     """Bars of the aggregate usage E_x q(y=k|x) per cluster, one panel per mixture model."""
-    from .report import _plt
-
-    plt = _plt()
+    plt = pyplot()
     names = [n for n, m in report.items() if "cluster_usage" in m]
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names) + 0.4, 2.8), squeeze=False, sharey=True)
     for ax, name in zip(axes[0], names):
@@ -84,10 +79,7 @@ def plot_cluster_usage(report: dict[str, dict[str, Any]], path: str | os.PathLik
         ax.set_xlabel("cluster y")
         ax.set_xticks(range(c))
     axes[0, 0].set_ylabel("E_x q(y|x)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 @torch.no_grad()

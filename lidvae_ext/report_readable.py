@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .plotting import pyplot, save_figure
+
 PROFILE_THRESHOLDS = np.logspace(-4, 0, 41)
 PROJECT_THRESHOLD = 0.01
 
@@ -170,21 +172,13 @@ def diagnosis(name: str, m: dict[str, Any], threshold: float = PROJECT_THRESHOLD
             "close to the prior).")
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
 
 def plot_collapse_profile(report: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path | None:
     """AU against the threshold (log x) and sorted per-dimension KL and MI (log y), one curve per model."""
     names = [n for n, m in report.items() if m.get("au_variance")]
     if not names:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     for i, name in enumerate(names):
         m = report[name]
@@ -212,10 +206,7 @@ def plot_collapse_profile(report: dict[str, dict[str, Any]], path: str | os.Path
         ax.set_xlabel("dimension (most to least informative)")
         ax.set_ylabel("nats (log scale)")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -229,7 +220,7 @@ def plot_traversals(models: dict[str, Any], test_x: Tensor, report: dict[str, di
     names = [n for n in models if n in report and report[n].get("au_variance")]
     if shape is None or not names:
         return None
-    plt = _plt()
+    plt = pyplot()
     h, w = shape
     fig, axes = plt.subplots(1, len(names), figsize=(1.0 + 0.55 * steps * len(names) + 1.5 * len(names),
                                                       0.45 * max(report[n]["latent_dim"] for n in names) + 1.0),
@@ -260,10 +251,7 @@ def plot_traversals(models: dict[str, Any], test_x: Tensor, report: dict[str, di
         ax.set_xticks([c * (w + 1) + w / 2 for c in range(steps)])
         ax.set_xticklabels([f"{o:+.1f}σ" for o in offsets.tolist()], fontsize=6)
         ax.set_title(f"{name}: {m['active_units']}/{k} active", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def report_sections(report: dict[str, dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from lidvae_ext import LIDDecoder, diagnose_vae, evaluate_vae, principal_directi
 from lidvae_ext.diagnostics import diagnose
 from lidvae_ext.metrics import evaluate
 from lidvae_ext.models import VAE
-from lidvae_ext.nn import DEFAULT_ALPHA, DEFAULT_BETA, OrthonormalEmbedding
+from lidvae_ext.nn import DEFAULT_ALPHA, DEFAULT_BETA
 
 
 def _low_rank_data(n=80, d=12, k=3, seed=0):
