@@ -205,7 +205,8 @@ def write_figures(models: dict[str, Any], test_x: Tensor, report: dict[str, dict
     out = Path(out_dir)
     paths = [plot_kl_per_dim(report, out / "kl_per_dim.png")]
     for extra in (readable.plot_collapse_profile(report, out / "collapse_profile.png"),
-                  readable.plot_traversals(models, test_x, report, shape, out / "traversals.png", example=0)):
+                  readable.plot_traversals(models, test_x, report, shape, out / "traversals.png", example=0),
+                  readable.plot_cluster_traversals(models, test_x, shape, out / "cluster_traversals.png")):
         if extra is not None:
             paths.append(extra)
     diag = plot_diagnostics(report, out / "diagnostics.png")

@@ -58,6 +58,11 @@ FIGURES = [
      "one held-out input's posterior mean, keeping the others fixed, and decodes. Rows are sorted by KL; the "
      "label says whether the dimension is active. A collapsed dimension's row does not change: the decoder "
      "cannot see it. An identifiable dimension's row changes the image."),
+    ("cluster_traversals.png", "Latent traversals within clusters",
+     "Mixture-prior models: for the most used components, each row sweeps one z coordinate over ±2 standard "
+     "deviations of that component's own spread, starting from a held-out input of the component. Rows are "
+     "the dimensions that vary most (top) and least (bottom) within the cluster; a row that does not change is "
+     "a dimension the model does not use within that cluster."),
     ("kl_per_dim.png", "KL per dimension (linear scale)",
      "The KL of each latent dimension, sorted; grey bars are inactive dimensions (Var < 0.01). On this linear "
      "axis very small values are invisible: the collapse profile above shows them on a log axis."),
@@ -251,6 +256,65 @@ def plot_traversals(models: dict[str, Any], test_x: Tensor, report: dict[str, di
         ax.set_xticks([c * (w + 1) + w / 2 for c in range(steps)])
         ax.set_xticklabels([f"{o:+.1f}σ" for o in offsets.tolist()], fontsize=6)
         ax.set_title(f"{name}: {m['active_units']}/{k} active", fontsize=10)
+    return save_figure(fig, path)
+
+
+@torch.no_grad()
+def plot_cluster_traversals(models: dict[str, Any], test_x: Tensor, shape: tuple[int, int] | None,
+                            path: str | os.PathLike, clusters: int = 3, top: int = 8, bottom: int = 4,
+                            steps: int = 7) -> Path | None:
+    """Traversals *within* mixture components: one panel per (model, cluster), for the ``clusters``
+    most used components of each mixture-prior model.
+
+    A panel starts from E_q[z|x, y=c] of the first held-out input assigned to c (argmax q(y|x))
+    and sweeps each z_d over ±2 std of that component's within-cluster spread. Rows: the ``top``
+    dimensions with the largest within-cluster variance of E_q[z_d|x, c] and the ``bottom``
+    smallest, labelled active when that variance is ≥ 0.01.
+    """
+    mixtures = {n: m for n, m in models.items() if getattr(m, "is_mixture", False)}
+    if shape is None or not mixtures:
+        return None
+    plt = pyplot()
+    h, w = shape
+    rows = top + bottom
+    panels = [(name, c) for name, model in mixtures.items() for c in range(min(clusters, model.clusters))]
+    fig, axes = plt.subplots(len(mixtures), max(1, len(panels) // len(mixtures)),
+                             figsize=(3.4 * (len(panels) // len(mixtures)), 0.42 * rows * len(mixtures) + 0.8),
+                             squeeze=False)
+    for r, (name, model) in enumerate(mixtures.items()):
+        model.eval()
+        device = next(model.parameters()).device
+        log_qy, mean, var = model.component_moments(test_x.to(device))  # (B, C), (C, B, K), (C, B, K)
+        assigned = log_qy.argmax(1).cpu()
+        used = torch.bincount(assigned, minlength=model.clusters).argsort(descending=True)
+        for col, c in enumerate(used[:clusters].tolist()):
+            ax = axes[r, col]
+            members = torch.nonzero(assigned == c).flatten()
+            if len(members) < 2:
+                ax.axis("off")
+                continue
+            m_c = mean[c, members.to(device)].double()
+            within_var = m_c.var(0)
+            spread = (within_var + var[c, members.to(device)].double().mean(0)).sqrt()
+            order = within_var.argsort(descending=True).tolist()
+            dims = order[:top] + order[-bottom:] if len(order) > rows else order
+            offsets = torch.linspace(-2.0, 2.0, steps, dtype=torch.float64)
+            z = m_c[0].repeat(len(dims), steps, 1)
+            for i, d in enumerate(dims):
+                z[i, :, d] += offsets * spread[d]
+            imgs = model.likelihood.mean(model.decode(z.to(mean.dtype))).cpu().float()
+            imgs = imgs.reshape(len(dims), steps, h, w).numpy()
+            grid = np.ones((len(dims) * (h + 1) - 1, steps * (w + 1) - 1), dtype=np.float32)
+            for i in range(len(dims)):
+                for j in range(steps):
+                    grid[i * (h + 1):i * (h + 1) + h, j * (w + 1):j * (w + 1) + w] = imgs[i, j]
+            ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, aspect="equal")
+            ax.set_yticks([i * (h + 1) + h / 2 for i in range(len(dims))])
+            ax.set_yticklabels([f"z{d} var {float(within_var[d]):.3f} "
+                                f"{'active' if within_var[d] >= PROJECT_THRESHOLD else 'INACTIVE'}" for d in dims],
+                               fontsize=6)
+            ax.set_xticks([])
+            ax.set_title(f"{name}, cluster {c} ({len(members)} inputs)", fontsize=9)
     return save_figure(fig, path)
 
 

@@ -112,3 +112,18 @@ def test_diagnosis_sorts_inactive_dimensions_by_cause():
     m["au_variance"] = [0.5] * 4
     assert "weakest has 0.1% of the largest Fisher information" in readable.diagnosis("vae", m)
     assert readable.diagnosis("vae", _model([0.5])) is None  # no diagnostics, no sentence
+
+
+def test_traversal_figures_only_where_they_apply(tmp_path):
+    from lidvae_ext.models import GMVAE, VAE
+
+    torch.manual_seed(0)
+    x = (torch.rand(40, 16) < 0.4).float()
+    vae = VAE(16, 3, encoder_hidden=(8,), decoder_hidden=(8,))
+    gm = GMVAE(16, 3, 2, encoder_hidden=(8,), decoder_hidden=(8,))
+    rep = {"vae": _model([0.5, 0.2, 0.001])}
+    assert readable.plot_traversals({"vae": vae}, x, rep, None, tmp_path / "t.png") is None  # not images
+    assert readable.plot_cluster_traversals({"vae": vae}, x, (4, 4), tmp_path / "c.png") is None  # no mixture
+    assert readable.plot_traversals({"vae": vae}, x, rep, (4, 4), tmp_path / "t.png").stat().st_size > 1000
+    out = readable.plot_cluster_traversals({"gmvae": gm}, x, (4, 4), tmp_path / "c.png", top=2, bottom=1)
+    assert out is not None and out.stat().st_size > 1000
