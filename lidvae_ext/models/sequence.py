@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn import LIDDecoder
-from ..text.vocab import BOS_ID, EOS_ID, PAD_ID
+from ..text.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from .vae import elbo_batch_outputs, gaussian_elbo_terms
 
 SEQUENCE_MODELS = ("svae", "lidsvae")
@@ -181,12 +181,15 @@ class SentenceVAE(nn.Module):
     # -- decoding ------------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, z: Tensor, max_len: int = 20, greedy: bool = True, temperature: float = 1.0,
-                 generator: torch.Generator | None = None) -> Tensor:
+                 generator: torch.Generator | None = None, allow_unk: bool = True) -> Tensor:
         """Decode sentences from latents z (B, K), greedily or by sampling.
 
         Returns (B, ≤ max_len + 2) ids ``<s> w… </s> <pad>…``; a sentence that
         reaches ``max_len`` words is closed with ``</s>``. ``</s>`` is never
         emitted as the first word (so every row holds at least one word).
+        ``allow_unk=False`` never emits ``<unk>`` (the most probable *known* word
+        instead): for showing sentences of a corpus where rare words, mapped to
+        ``<unk>``, are frequent enough that greedy decoding would print little else.
         """
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"z must have shape (B, {self.latent_dim}), got {tuple(z.shape)}")
@@ -205,6 +208,8 @@ class SentenceVAE(nn.Module):
                                             state)
                 logits = self._logits(o[:, 0], z).float()
                 logits[:, [PAD_ID, BOS_ID]] = float("-inf")
+                if not allow_unk:
+                    logits[:, UNK_ID] = float("-inf")
                 if t == 0:
                     logits[:, EOS_ID] = float("-inf")
                 if greedy:
@@ -224,23 +229,43 @@ class SentenceVAE(nn.Module):
             self.train(was)
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor, max_len: int = 20) -> Tensor:
-        """Greedy decoding from the posterior mean E_q[z|x]."""
+    def posterior_mean(self, x: Tensor) -> Tensor:
+        """E_q[z|x] (B, K), in eval mode."""
         was = self.training
         self.eval()
         try:
             mean, _ = self.encode(x)
         finally:
             self.train(was)
-        return self.generate(mean, max_len=max_len, greedy=True)
+        return mean
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, max_len: int = 20, allow_unk: bool = True) -> Tensor:
+        """Greedy decoding from the posterior mean E_q[z|x]."""
+        return self.generate(self.posterior_mean(x), max_len=max_len, greedy=True, allow_unk=allow_unk)
+
+    @torch.no_grad()
+    def homotopy(self, x_from: Tensor, x_to: Tensor, steps: int = 7, max_len: int = 20,
+                 allow_unk: bool = True) -> Tensor:
+        """Greedy sentences along the line between two sentences' posterior means (Bowman et al. 2016).
+
+        ``x_from``, ``x_to``: (1, T) id rows. Returns ``steps`` decoded rows for
+        z_t = (1 − t)·E_q[z|x_from] + t·E_q[z|x_to], t = 0 … 1. A collapsed model
+        decodes the same sentence all along the line.
+        """
+        if steps < 2:
+            raise ValueError(f"steps must be >= 2, got {steps}")
+        z0, z1 = self.posterior_mean(x_from)[:1], self.posterior_mean(x_to)[:1]
+        t = torch.linspace(0.0, 1.0, steps, dtype=z0.dtype, device=z0.device)[:, None]
+        return self.generate((1 - t) * z0 + t * z1, max_len=max_len, greedy=True, allow_unk=allow_unk)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, max_len: int = 20,
-               greedy: bool = False) -> Tensor:
+               greedy: bool = False, allow_unk: bool = True) -> Tensor:
         """Sentences decoded from n prior draws z ~ N(0, I)."""
         p = next(self.parameters())
         z = torch.randn(n, self.latent_dim, generator=generator, dtype=p.dtype).to(p.device)
-        return self.generate(z, max_len=max_len, greedy=greedy, generator=generator)
+        return self.generate(z, max_len=max_len, greedy=greedy, generator=generator, allow_unk=allow_unk)
 
 
 class SVAE(SentenceVAE):
