@@ -45,10 +45,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import CheckpointError, one_line
+from .errors import CheckpointError, RunExists, one_line
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "CheckpointError", "check_plain", "check_resume",
+    "CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "CheckpointError", "RunExists", "check_output_dirs", "check_plain",
+    "check_resume",
     "load_checkpoint", "load_training_state", "model_from_checkpoint", "resolve_checkpoint_path",
     "save_checkpoint", "validate_checkpoint",
 ]
@@ -398,6 +399,23 @@ def model_from_checkpoint(state: Mapping[str, Any] | str | os.PathLike, backend:
 
 
 # ----------------------------------------------------------------------------- resuming
+def check_output_dirs(dirs: list[str | os.PathLike], resume: bool, overwrite: bool) -> list[Path]:
+    """Refuse to start a run over finished ones; return the checkpoints found in ``dirs``.
+
+    Raises :class:`~lidvae_ext.errors.RunExists` when a directory of ``dirs``
+    holds ``checkpoint.pt`` and neither ``resume`` (continue it) nor
+    ``overwrite`` (replace it) is set, and ``ValueError`` when both are set.
+    Nothing is written or removed.
+    """
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other: --resume continues the checkpoint in "
+                         "--out, --overwrite replaces it")
+    found = [Path(d) / CHECKPOINT_NAME for d in dirs if (Path(d) / CHECKPOINT_NAME).is_file()]
+    if found and not (resume or overwrite):
+        raise RunExists(found)
+    return found
+
+
 def _diff(a: Any, b: Any, prefix: str, out: list[str], skip: frozenset[str] = frozenset()) -> None:
     """Append ``"key: checkpoint X, this run Y"`` for every leaf where ``a`` (checkpoint) and ``b`` differ."""
     if isinstance(a, dict) and isinstance(b, dict):

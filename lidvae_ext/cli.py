@@ -16,8 +16,10 @@ Examples
 from __future__ import annotations
 
 import argparse
+import math
 import runpy
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -112,7 +114,11 @@ def _add_model_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--threads", type=int, default=None, help="torch threads per process (default: all cores)")
     g.add_argument("--checkpoint-every", type=int, default=1, help="epochs between checkpoints")
-    g.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint in --out (without one: a notice, then a new run)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the checkpoint in --out (without --resume or --overwrite an --out that holds "
+                        "one is refused)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -159,6 +165,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_POSITIVE_INTS = ("latent_dim", "icnn_hidden", "icnn_layers", "batch_size", "checkpoint_every", "train_size",
+                  "val_size", "test_size", "iwae_samples", "eval_batch_size", "diagnostic_samples", "threads",
+                  "embed_dim", "hidden", "vocab_size", "min_count", "max_len")
+_NONNEGATIVE = ("epochs", "strong_convexity", "kl_weight", "grad_clip", "au_threshold")
+_POSITIVE = ("lr", "gaussian_std")
+
+
+def check_sizes(args: argparse.Namespace) -> None:
+    """Raise a one-line ``ValueError`` for a size or rate out of range (before anything is built).
+
+    Checks the options of ``args`` that exist and are not None: counts and
+    widths (``--latent-dim``, ``--batch-size``, ...) must be positive integers,
+    ``--epochs``, ``--strong-convexity``, ``--kl-weight``, ``--grad-clip`` and
+    ``--au-threshold`` finite and >= 0, ``--lr`` and ``--gaussian-std`` finite and > 0.
+    """
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    for name in _POSITIVE_INTS:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ValueError(f"{flag(name)} must be a positive integer, got {value}")
+    for name, positive in [(n, False) for n in _NONNEGATIVE] + [(n, True) for n in _POSITIVE]:
+        value = getattr(args, name, None)
+        if value is not None and not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+            raise ValueError(f"{flag(name)} must be {'> 0' if positive else '>= 0'} and finite, got {value}")
+    dropout = getattr(args, "dropout", None)
+    if dropout is not None and not 0.0 <= dropout < 1.0:
+        raise ValueError(f"--dropout must be in [0, 1), got {dropout}")
+
+
+def interrupt_message(out: str | Path | None, since: float) -> str:
+    """What a Ctrl-C left under ``out`` (``checkpoint.pt`` and ``*/checkpoint.pt``), in one line.
+
+    ``since`` is the run's start (``time.time()``): checkpoints written after it are this run's.
+    """
+    if out is None:
+        return "interrupted"
+    from .checkpoint import CHECKPOINT_NAME
+
+    root = Path(out)
+    found = ([root / CHECKPOINT_NAME] if (root / CHECKPOINT_NAME).is_file() else []) + \
+        sorted(root.glob(f"*/{CHECKPOINT_NAME}"))
+    if not found:
+        return f"interrupted before the first checkpoint was written; nothing was saved under {root}"
+    ours = [p for p in found if p.stat().st_mtime >= since]
+    listed = ", ".join(str(p) for p in (ours or found)[:3]) + (" ..." if len(ours or found) > 3 else "")
+    if ours:
+        return f"interrupted; the last complete checkpoint is intact ({listed}); continue with --resume"
+    return (f"interrupted before this run wrote a checkpoint; {listed} {'is' if len(found) == 1 else 'are'} "
+            "unchanged (continue it with --resume)")
+
+
 def _setup_threads(threads: int | None, world_size: int = 1) -> None:
     from .training import default_num_threads
 
@@ -169,6 +228,7 @@ def _options(args: argparse.Namespace):
     from .experiment import DataOptions, EvalOptions
     from .training import ModelOptions, TrainConfig
 
+    check_sizes(args)
     data = DataOptions(args.data, args.data_dir, args.train_size, args.test_size, args.seed)
     model = ModelOptions(args.latent_dim, tuple(args.encoder_hidden), tuple(args.decoder_hidden), args.icnn_hidden,
                          args.icnn_layers, args.strong_convexity, args.beta, args.backend, args.likelihood,
@@ -195,13 +255,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from . import experiment
     from .training import ModelSpec, current_dist
 
+    _refuse_text(args.model, args.data)
     spec = ModelSpec.parse(args.model)
     name = spec.name
     if args.kl_weight is not None:
         spec.kl_weight = args.kl_weight
     data, model, train, ev = _options(args)
     result = experiment.run_train(name if args.kl_weight is None else f"{name}-kl{args.kl_weight:g}",
-                                  data, model, train, ev, args.out, args.resume, not args.no_eval)
+                                  data, model, train, ev, args.out, args.resume, not args.no_eval,
+                                  overwrite=args.overwrite)
     if current_dist().is_main and result.metrics:
         m = result.metrics
         print(f"{name}: active units {m['active_units']}/{m['latent_dim']}, KL {m['kl']:.3f}, "
@@ -210,8 +272,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_text(model: str, data: str | None) -> None:
+    """``train`` serves image models only: a one-line error saying how text models are run."""
+    from .experiment_text import TextModelSpec
+    from .text import is_text_data
+
+    try:
+        TextModelSpec.parse(model)
+        text_model = True
+    except ValueError:
+        text_model = False
+    if text_model or is_text_data(data):
+        what = f"model {model!r}" if text_model else f"data {data!r}"
+        raise ValueError(f"train does not serve sentence VAEs ({what}); train them with `lidvae-ext compare "
+                         f"--data {data if is_text_data(data) else 'synthetic-text'} --models "
+                         f"{model if text_model else 'lidsvae'} --out DIR` and evaluate "
+                         "DIR/<model>/checkpoint.pt with `lidvae-ext evaluate`")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from . import experiment
+
+    check_sizes(args)
 
     data = None
     if args.data is not None:
@@ -236,7 +318,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     specs = parse_model_list(args.models)
     data, model, train, ev = _options(args)
-    experiment.run_compare(specs, data, model, train, ev, args.out, args.resume, not args.no_figures)
+    experiment.run_compare(specs, data, model, train, ev, args.out, args.resume, not args.no_figures,
+                           overwrite=args.overwrite)
     return 0
 
 
@@ -295,18 +378,19 @@ def main(argv: list[str] | None = None) -> int:
     from .training import current_dist, init_distributed
 
     info = init_distributed() if args.command in ("train", "compare") else current_dist()
-    _setup_threads(args.threads, info.world_size)
+    since = time.time()
     try:
+        if args.threads is not None and args.threads < 1:
+            raise ValueError(f"--threads must be a positive integer, got {args.threads}")
+        _setup_threads(args.threads, info.world_size)
         return {"train": _cmd_train, "evaluate": _cmd_evaluate, "compare": _cmd_compare}[args.command](args)
     except KeyboardInterrupt:
-        out = getattr(args, "out", None)
-        print(f"\ninterrupted; the last complete checkpoint is intact{f' under {out}' if out else ''} "
-              "(continue with --resume)", file=sys.stderr)
+        print(f"\n{interrupt_message(getattr(args, 'out', None), since)}", file=sys.stderr)
         return 130
     except TrainingDiverged as exc:
         print(f"lidvae-ext {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, ValueError) as exc:  # CheckpointError is a ValueError
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:  # CheckpointError: ValueError; RunExists: FileExists
         print(f"lidvae-ext {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     finally:

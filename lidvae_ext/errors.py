@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CheckpointError", "TrainingDiverged"]
+__all__ = ["CheckpointError", "RunExists", "TrainingDiverged"]
 
 
 def one_line(text: str) -> str:
@@ -72,3 +72,23 @@ class TrainingDiverged(FloatingPointError):
         else:
             detail = f"non-finite {what}" + ("" if self.loss is None else f", loss {self.loss}")
         super().__init__(f"training diverged at epoch {self.epoch} ({detail}); {kept}")
+
+
+class RunExists(FileExistsError):
+    """An output directory already holds a checkpoint and neither resuming nor overwriting was asked for.
+
+    Raised before anything is written, so the existing run is left as it was.
+
+    Attributes
+    ----------
+    paths : list of pathlib.Path
+        The checkpoint files found.
+    """
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = [Path(p) for p in paths]
+        listed = ", ".join(str(p) for p in self.paths[:3]) + (f" (+{len(self.paths) - 3} more)"
+                                                               if len(self.paths) > 3 else "")
+        one = len(self.paths) == 1
+        super().__init__(f"{listed} {'holds a checkpoint' if one else 'hold checkpoints'} of an earlier run; "
+                         "pass --resume to continue it or --overwrite to replace it (or choose another --out)")

@@ -7,8 +7,11 @@ from notebooks and tests; :mod:`lidvae_ext.cli` only parses arguments.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,7 +21,7 @@ import torch
 from . import metrics, report
 from .data import Dataset, load_dataset, validation_split
 from .ops import fused_available
-from .checkpoint import CheckpointError, resolve_checkpoint_path
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, check_output_dirs, resolve_checkpoint_path
 from .training import (
     DistInfo,
     ModelOptions,
@@ -44,8 +47,14 @@ class DataOptions:
     seed: int = 0
 
     def load(self, likelihood: str = "bernoulli") -> Dataset:
-        return load_dataset(self.name, self.data_dir, self.train_size, self.test_size, self.seed,
-                            require_unit_interval=(likelihood == "bernoulli"))
+        """Load the data; logs a one-line notice when array rows were flattened (e.g. (N, 8, 8) -> (N, 64))."""
+        ds = load_dataset(self.name, self.data_dir, self.train_size, self.test_size, self.seed,
+                          require_unit_interval=(likelihood == "bernoulli"))
+        shape = ds.info.get("flattened_from")
+        if shape is not None:
+            _log(f"note: {ds.name} holds an array of shape {tuple(shape)}; each row is flattened to "
+                 f"{ds.dim} values (D = {ds.dim})")
+        return ds
 
 
 @dataclass
@@ -76,8 +85,37 @@ def _log(msg: str, stream: TextIO | None = None) -> None:
         print(msg, file=stream or sys.stderr, flush=True)
 
 
+@contextmanager
+def output_dir(out: Path) -> Iterator[Path]:
+    """Create ``out`` (and missing parents) for a run; if the run fails, remove the directories it
+    created and left empty. Files are never removed, nor directories that existed before."""
+    top = None
+    for p in (out, *out.parents):
+        if p.exists():
+            break
+        top = p
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        yield out
+    except BaseException:
+        if top is not None:
+            for root, _, _ in os.walk(top, topdown=False):
+                try:
+                    os.rmdir(root)  # only succeeds on an empty directory
+                except OSError:
+                    pass
+        raise
+
+
+def resume_notice(name: str, out_dir: Path, resume: bool) -> None:
+    """With ``resume``, say in one line when ``out_dir`` holds no checkpoint, so the run starts fresh."""
+    if resume and not (out_dir / CHECKPOINT_NAME).is_file():
+        _log(f"[{name}] --resume: no checkpoint at {out_dir / CHECKPOINT_NAME}; starting a new run")
+
+
 def _train_one(spec: ModelSpec, ds: Dataset, data: DataOptions, model_opts: ModelOptions, train_cfg: TrainConfig,
                eval_opts: EvalOptions, out_dir: Path, resume: bool, evaluate: bool = True):
+    resume_notice(spec.name, out_dir, resume)
     fit_x, stop_x = ds.train, None
     if train_cfg.early_stopping is not None:
         fit_x, stop_x = validation_split(ds.train, train_cfg.val_fraction, train_cfg.seed)
@@ -110,19 +148,25 @@ def _train_one(spec: ModelSpec, ds: Dataset, data: DataOptions, model_opts: Mode
 
 
 def run_train(spec: str, data: DataOptions, model_opts: ModelOptions, train_cfg: TrainConfig,
-              eval_opts: EvalOptions, out_dir: str | Path, resume: bool = False, evaluate: bool = True) -> RunResult:
-    """Train one model into ``out_dir`` (``checkpoint.pt``, ``history.json``, ``metrics.json``)."""
+              eval_opts: EvalOptions, out_dir: str | Path, resume: bool = False, evaluate: bool = True,
+              overwrite: bool = False) -> RunResult:
+    """Train one model into ``out_dir`` (``checkpoint.pt``, ``history.json``, ``metrics.json``).
+
+    An ``out_dir`` that holds a checkpoint is refused (:class:`~lidvae_ext.errors.RunExists`,
+    before anything is written) unless ``resume`` (continue it) or ``overwrite`` (replace it).
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ds = data.load(model_opts.likelihood)
     parsed = ModelSpec.parse(spec)
-    _log(f"[{parsed.name}] {ds.name}: {ds.train.shape[0]} train / {ds.test.shape[0]} test, D={ds.dim}, "
-         f"K={model_opts.latent_dim}, {train_cfg.epochs} epochs, world size {current_dist().world_size}")
-    _, m, result = _train_one(parsed, ds, data, model_opts, train_cfg, eval_opts, out, resume, evaluate)
-    if current_dist().is_main:
-        report.write_json(out / "history.json", result.history)
-        if m:
-            report.write_json(out / "metrics.json", m)
+    check_output_dirs([out], resume, overwrite)
+    with output_dir(out):
+        ds = data.load(model_opts.likelihood)
+        _log(f"[{parsed.name}] {ds.name}: {ds.train.shape[0]} train / {ds.test.shape[0]} test, D={ds.dim}, "
+             f"K={model_opts.latent_dim}, {train_cfg.epochs} epochs, world size {current_dist().world_size}")
+        _, m, result = _train_one(parsed, ds, data, model_opts, train_cfg, eval_opts, out, resume, evaluate)
+        if current_dist().is_main:
+            report.write_json(out / "history.json", result.history)
+            if m:
+                report.write_json(out / "metrics.json", m)
     barrier()
     return RunResult(m, out, result.history)
 
@@ -130,12 +174,20 @@ def run_train(spec: str, data: DataOptions, model_opts: ModelOptions, train_cfg:
 def data_from_checkpoint(checkpoint: str | Path, state: dict[str, Any] | None = None) -> DataOptions:
     """The :class:`DataOptions` recorded in a checkpoint (defaults if it records none).
 
+    For a sentence VAE: the name, directory, train/test sizes and seed of its
+    text data (:func:`lidvae_ext.experiment_text.text_data_from_checkpoint` has them all).
+
     Raises :class:`~lidvae_ext.errors.CheckpointError` if the record is not a
     valid data description.
     """
     if state is None:
         checkpoint = resolve_checkpoint_path(checkpoint)
         state = load_checkpoint(checkpoint)
+    if state["model_config"].get("model") in ("svae", "lidsvae"):  # text data: the fields the two share
+        from .experiment_text import text_data_from_checkpoint
+
+        text = text_data_from_checkpoint(Path(checkpoint), dict(state.get("data", {})))
+        return DataOptions(text.name, text.data_dir, text.train_size, text.test_size, text.seed)
     saved = state.get("data", {})
     types = {"name": (str,), "data_dir": (str, type(None)), "train_size": (int, type(None)),
              "test_size": (int, type(None)), "seed": (int,)}
@@ -155,6 +207,10 @@ def run_evaluate(checkpoint: str | Path, data: DataOptions | None = None, eval_o
     path = resolve_checkpoint_path(checkpoint)
     state = load_checkpoint(path)
     eval_opts = eval_opts or EvalOptions()
+    if state["model_config"].get("model") in ("svae", "lidsvae"):  # sentence VAEs: their own data and metrics
+        from .experiment_text import evaluate_text_checkpoint
+
+        return evaluate_text_checkpoint(path, state, data, eval_opts, backend, label=str(checkpoint))
     cfg_backend = state["model_config"].get("backend")
     if backend is None and cfg_backend == "fused" and not fused_available("cpu"):
         backend = "auto"
@@ -182,15 +238,24 @@ def run_evaluate(checkpoint: str | Path, data: DataOptions | None = None, eval_o
 
 def run_compare(specs: list[ModelSpec], data: DataOptions, model_opts: ModelOptions, train_cfg: TrainConfig,
                 eval_opts: EvalOptions, out_dir: str | Path, resume: bool = False, figures: bool = True,
-                stream: TextIO | None = None) -> dict[str, dict[str, Any]]:
+                stream: TextIO | None = None, overwrite: bool = False) -> dict[str, dict[str, Any]]:
     """Train every model with the same seed, data and budget, then write the report.
 
     Writes ``out_dir/<model>/checkpoint.pt``, ``report.json``, ``report.md`` and
     the figures (``kl_per_dim.png``, ``reconstructions.png``, ``samples.png``,
     ``training_curves.png``); prints the markdown table to ``stream`` (stdout).
+    A model directory that holds a checkpoint is refused (before anything is
+    trained) unless ``resume`` or ``overwrite``.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dirs([out / s.name for s in specs], resume, overwrite)
+    with output_dir(out):
+        return _run_compare(specs, data, model_opts, train_cfg, eval_opts, out, resume, figures, stream)
+
+
+def _run_compare(specs: list[ModelSpec], data: DataOptions, model_opts: ModelOptions, train_cfg: TrainConfig,
+                 eval_opts: EvalOptions, out: Path, resume: bool, figures: bool,
+                 stream: TextIO | None) -> dict[str, dict[str, Any]]:
     ds = data.load(model_opts.likelihood)
     info: DistInfo = current_dist()
     _log(f"compare {', '.join(s.name for s in specs)} on {ds.name}: {ds.train.shape[0]} train / "

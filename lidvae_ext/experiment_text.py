@@ -21,12 +21,15 @@ from typing import Any
 import torch
 
 from . import report
+from .checkpoint import CheckpointError, check_output_dirs
+from .errors import one_line
+from .experiment import EvalOptions, active_units_at, output_dir, resume_notice
 from .metrics_text import evaluate_text
 from .models.sequence import LIDSVAE, SVAE, SentenceVAE
 from .nn import BETA_MODES
 from .ops import fused_available
 from .text import TextDataset, is_text_data, load_text_dataset
-from .training import TrainConfig, parse_spec_list, train
+from .training import TrainConfig, model_from_checkpoint, parse_spec_list, train
 
 # α = 1: the smallest of the measured α ∈ {0.5, 0.75, 1} that keeps ≥ 0.8·K units active on both
 # synthetic-text and WordNet (docs/results.md, "Sentence VAEs"); α = 0.5 keeps 24/32 and 9/32,
@@ -128,10 +131,22 @@ def _text(vocab, rows: torch.Tensor) -> list[str]:
 def run_text_compare(specs: list[TextModelSpec], data: TextDataOptions, model_opts: TextModelOptions,
                      train_cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, figures: bool = True,
                      iwae_samples: int = 100, au_threshold: float = 0.01, eval_batch_size: int = 64,
-                     n_show: int = 5) -> dict[str, dict[str, Any]]:
-    """Train and evaluate every spec; write the report files; return ``{model: metrics}``."""
+                     n_show: int = 5, overwrite: bool = False) -> dict[str, dict[str, Any]]:
+    """Train and evaluate every spec; write the report files; return ``{model: metrics}``.
+
+    A model directory that holds a checkpoint is refused (before anything is trained) unless
+    ``resume`` (continue it) or ``overwrite`` (replace it).
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dirs([out / s.name for s in specs], resume, overwrite)
+    with output_dir(out):
+        return _run_text_compare(specs, data, model_opts, train_cfg, out, resume, figures, iwae_samples,
+                                 au_threshold, eval_batch_size, n_show)
+
+
+def _run_text_compare(specs: list[TextModelSpec], data: TextDataOptions, model_opts: TextModelOptions,
+                      train_cfg: TrainConfig, out: Path, resume: bool, figures: bool, iwae_samples: int,
+                      au_threshold: float, eval_batch_size: int, n_show: int) -> dict[str, dict[str, Any]]:
     t0, cpu0 = time.perf_counter(), time.process_time()
     ds = data.load()
     print(f"compare {', '.join(s.name for s in specs)} on {ds.summary()}; K={model_opts.latent_dim}, "
@@ -147,6 +162,7 @@ def run_text_compare(specs: list[TextModelSpec], data: TextDataOptions, model_op
         cfg = TrainConfig(**{**asdict(train_cfg), "desc": spec.name})
         extra = {"data": asdict(data), "spec": spec.name, "model_options": asdict(model_opts),
                  "vocab": ds.vocab.to_dict()}
+        resume_notice(spec.name, out / spec.name, resume)
         res = train(model, ds.train, cfg, out / spec.name, val_x=ds.val, resume=resume, extra_state=extra)
         m = evaluate_text(model, ds.test, au_threshold=au_threshold, iwae_samples=iwae_samples,
                           batch_size=eval_batch_size, seed=data.seed, latents=ds.test_latents,
@@ -194,6 +210,65 @@ def run_text_compare(specs: list[TextModelSpec], data: TextDataOptions, model_op
           f"({meta['total_cpu_seconds']}s CPU time)",
           file=sys.stderr, flush=True)
     return results
+
+
+_TEXT_DATA_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "data_dir": (str, type(None)), "train_size": (int, type(None)), "val_size": (int, type(None)),
+    "test_size": (int, type(None)), "seed": (int,), "vocab_size": (int, type(None)), "min_count": (int,),
+    "max_len": (int,), "glosses": (bool,)}
+
+
+def text_data_from_checkpoint(path: Path | None, saved: dict[str, Any]) -> TextDataOptions:
+    """The :class:`TextDataOptions` a sentence-VAE checkpoint records; ``CheckpointError`` if malformed."""
+    for key, value in saved.items():
+        if key not in _TEXT_DATA_TYPES:
+            raise CheckpointError(path, f"malformed: 'data' has an unknown entry {key!r:.40} "
+                                        f"(expected {', '.join(_TEXT_DATA_TYPES)})")
+        kinds = _TEXT_DATA_TYPES[key]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise CheckpointError(path, f"malformed: 'data' entry {key!r} is {value!r:.60} ({type(value).__name__})")
+    return TextDataOptions(**saved)
+
+
+def evaluate_text_checkpoint(path: Path, state: dict[str, Any], data: Any = None,
+                             eval_opts: EvalOptions | None = None, backend: str | None = None,
+                             label: str | None = None) -> dict[str, Any]:
+    """Metrics of a saved sentence VAE (``svae``/``lidsvae``) on the test split of its recorded text data.
+
+    ``data`` (a :class:`lidvae_ext.experiment.DataOptions`, optional) overrides the
+    recorded ``name`` and ``seed`` and, where not None, ``data_dir``, ``train_size``
+    and ``test_size``; the data must give the vocabulary the model was trained with.
+    """
+    eval_opts = eval_opts or EvalOptions()
+    kind = state["model_config"]["model"]
+    if eval_opts.diagnostics:
+        raise ValueError(f"--diagnostics is not available for sentence VAEs ({kind}, {path})")
+    opts = text_data_from_checkpoint(path, dict(state.get("data", {})))
+    if data is not None:
+        changes = {"name": data.name, "seed": data.seed}
+        changes.update({k: getattr(data, k) for k in ("data_dir", "train_size", "test_size")
+                        if getattr(data, k) is not None})
+        opts = TextDataOptions(**{**asdict(opts), **changes})
+        if not is_text_data(opts.name):
+            raise ValueError(f"{path} holds a sentence VAE ({kind}): --data must be text data (synthetic-text, "
+                             f"wordnet or a .txt file), got {opts.name!r}")
+    if backend is None and state["model_config"].get("backend") == "fused" and not fused_available("cpu"):
+        backend = "auto"
+    model = model_from_checkpoint(state, backend=backend, source=path)
+    ds = opts.load()
+    if isinstance(state.get("vocab"), dict) and ds.vocab.to_dict() != state["vocab"]:
+        raise ValueError(f"data {ds.name!r} gives a vocabulary of {len(ds.vocab)} words other than the one {path} "
+                         "was trained with; evaluate on the data recorded in the checkpoint")
+    if len(ds.vocab) != model.config.get("vocab_size", len(ds.vocab)):
+        raise ValueError(f"data {ds.name!r} has a vocabulary of {len(ds.vocab)} words, the model of {path} needs "
+                         f"{model.config['vocab_size']}")
+    out = evaluate_text(model, ds.test, au_threshold=eval_opts.au_threshold, iwae_samples=eval_opts.iwae_samples,
+                        batch_size=eval_opts.batch_size, seed=eval_opts.seed, latents=ds.test_latents,
+                        fit_x=ds.train if ds.train_latents is not None else None, fit_latents=ds.train_latents)
+    out.update(checkpoint=label or str(path), model=state.get("spec", kind), epochs=int(state["epoch"]),
+               seconds=float(state["seconds"]), data=ds.name,
+               active_units_at=active_units_at(out["au_variance"], eval_opts.au_thresholds))
+    return out
 
 
 def markdown_table_text(results: dict[str, dict[str, Any]]) -> str:
@@ -258,7 +333,10 @@ def build_text_parser() -> argparse.ArgumentParser:
     g.add_argument("--grad-clip", type=float, default=5.0, help="gradient-norm clipping (0: off)")
     g.add_argument("--threads", type=int, default=None)
     g.add_argument("--checkpoint-every", type=int, default=t.checkpoint_every)
-    g.add_argument("--resume", action="store_true")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoints under --out (without one: a notice, then a new run)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the checkpoints under --out (without --resume or --overwrite they are refused)")
     g.add_argument("--no-progress", action="store_true")
     g = p.add_argument_group("metrics")
     g.add_argument("--iwae-samples", type=int, default=100)
@@ -270,10 +348,13 @@ def build_text_parser() -> argparse.ArgumentParser:
 def main_compare(argv: list[str]) -> int:
     """Entry point for ``lidvae-ext compare`` with text ``--data``; returns the exit status."""
     args = build_text_parser().parse_args(argv)
+    from .cli import check_sizes, interrupt_message
     from .training import default_num_threads
 
-    torch.set_num_threads(args.threads or default_num_threads())
+    since = time.time()
     try:
+        check_sizes(args)
+        torch.set_num_threads(args.threads or default_num_threads())
         specs = parse_text_models(args.models)
         data = TextDataOptions(args.data, args.data_dir, args.train_size, args.val_size, args.test_size, args.seed,
                                args.vocab_size, args.min_count, args.max_len, args.glosses)
@@ -284,12 +365,11 @@ def main_compare(argv: list[str]) -> int:
                           grad_clip=args.grad_clip or None, progress=not args.no_progress)
         run_text_compare(specs, data, opts, cfg, args.out, resume=args.resume, figures=not args.no_figures,
                          iwae_samples=args.iwae_samples, au_threshold=args.au_threshold,
-                         eval_batch_size=args.eval_batch_size)
+                         eval_batch_size=args.eval_batch_size, overwrite=args.overwrite)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; the last complete checkpoint is intact under {args.out} (continue with --resume)",
-              file=sys.stderr)
+        print(f"\n{interrupt_message(args.out, since)}", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"lidvae-ext compare: error: {exc}", file=sys.stderr)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:  # RunExists is a FileExistsError
+        print(f"lidvae-ext compare: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     return 0

@@ -22,7 +22,7 @@ PY="$VENV/bin/python"
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
 "$PY" -m pip install -q "$TORCH_SPEC"
 # scipy-openblas32: the OpenBLAS the CPU kernels load at run time for their GEMMs.
-"$PY" -m pip install -q numpy scikit-learn scipy matplotlib tqdm pytest pytest-benchmark \
+"$PY" -m pip install -q numpy scikit-learn scipy matplotlib tqdm pytest pytest-benchmark hypothesis \
   ninja setuptools wheel scipy-openblas32
 rm -rf dist
 "$PY" -m pip wheel -q --no-build-isolation --no-deps -w dist .

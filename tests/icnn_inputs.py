@@ -80,6 +80,15 @@ def kink_free_seed(batch, dim, hidden, layers, activation, dtype, device="cpu", 
     raise AssertionError(f"no kink-free sample in {max_tries} draws")
 
 
+def strided(t: torch.Tensor) -> torch.Tensor:
+    """The same values in a non-contiguous layout (every other element of a wider buffer)."""
+    wide = torch.empty(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype).fill_(float("nan"))
+    out = wide[..., ::2]
+    out.copy_(t)
+    assert not out.is_contiguous() or t.numel() <= 1
+    return out
+
+
 NAMES = ["psi", "grad", "d_y", "d_A", "d_b", "d_W", "d_w_out"]
 
 
@@ -96,5 +105,5 @@ def max_rel_errors(got, want) -> dict[str, float]:
     return errs
 
 
-__all__ = ["fresh_seed", "kink_free_seed", "sample_inputs", "sample_cotangents", "outputs_and_grads", "max_rel_errors",
+__all__ = ["fresh_seed", "kink_free_seed", "sample_inputs", "strided", "sample_cotangents", "outputs_and_grads", "max_rel_errors",
            "reference", "NAMES"]

@@ -124,3 +124,38 @@ def test_spec_modifiers_and_default_fits_pca():
     model = build_from_spec(ModelSpec.parse("lidvae"), 10, ModelOptions(latent_dim=3, encoder_hidden=(8,),
                                                                         icnn_hidden=8), train_x=x)
     assert isinstance(model, LIDVAE) and model.config["beta"] == ModelOptions().beta
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_training_fits_pca_beta_on_the_training_split_only(tmp_path, early_stopping):
+    """β = pca of a trained LIDVAE is the top principal directions of the rows it was fitted on — the
+    training split (less the validation rows with early stopping) — never the test split. The
+    data make the splits' directions differ: train varies along coordinates 0-1, test along 5-6."""
+    import numpy as np
+
+    from lidvae_ext import cli
+    from lidvae_ext.data import validation_split
+
+    rng = np.random.default_rng(0)
+
+    def rows(n, axes):
+        x = np.full((n, 8), 0.5) + 0.01 * rng.standard_normal((n, 8))
+        x[:, axes] += 0.4 * rng.uniform(-1, 1, (n, len(axes))) * np.array([1.0, 0.5])
+        return x.clip(0, 1).astype(np.float32)
+
+    train, test = rows(60, [0, 1]), rows(30, [5, 6])
+    np.savez(tmp_path / "d.npz", train=train, test=test)
+    args = ["train", "--model", "lidvae", "--beta", "pca", "--latent-dim", "2", "--data", str(tmp_path / "d.npz"),
+            "--epochs", "1", "--no-eval", "--no-progress", "--threads", "1", "--encoder-hidden", "8",
+            "--icnn-hidden", "4", "--out", str(tmp_path / "run")]
+    if early_stopping:
+        args += ["--early-stopping", "1", "--val-fraction", "0.25"]
+    assert cli.main(args) == 0
+    fitted = model_from_checkpoint(tmp_path / "run").decoder.beta.weight().double()
+    rows_fitted = torch.from_numpy(train)
+    if early_stopping:
+        rows_fitted = validation_split(rows_fitted, 0.25, 0)[0]
+    torch.testing.assert_close(fitted, fit_beta("pca", rows_fitted, 2), rtol=0, atol=1e-6)
+    assert (fitted - fit_beta("pca", torch.from_numpy(test), 2)).abs().max() > 0.5
+    if early_stopping:  # the validation rows are left out too
+        assert (fitted - fit_beta("pca", torch.from_numpy(train), 2)).abs().max() > 1e-4

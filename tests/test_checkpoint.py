@@ -247,6 +247,14 @@ def _nan_weight(state):
     return state
 
 
+def _inf_weight(sign):
+    def mutate(state):
+        state["model_state"]["decoder.0.bias"][1] = sign * float("inf")
+        return state
+
+    return mutate
+
+
 def _rename_weight(state):
     state["model_state"]["decoder.0.weight_renamed"] = state["model_state"].pop("decoder.0.weight")
     return state
@@ -325,6 +333,9 @@ MALFORMED = [
     ("weight-renamed", _mutated(_rename_weight), model_from_checkpoint,
      "weights do not match its model config: missing decoder.0.weight; unexpected decoder.0.weight_renamed"),
     ("weight-nan", _mutated(_nan_weight), model_from_checkpoint, "weights hold non-finite values (decoder.0.weight)"),
+    ("weight-inf", _mutated(_inf_weight(1)), model_from_checkpoint, "weights hold non-finite values (decoder.0.bias)"),
+    ("weight-neginf", _mutated(_inf_weight(-1)), model_from_checkpoint,
+     "weights hold non-finite values (decoder.0.bias)"),
     ("data-entry-mistyped", _mutated(_with(data__train_size="40")), data_from_checkpoint,
      "'data' entry 'train_size' is '40' (str)"),
     ("data-entry-unknown", _mutated(_with(data__colour="red")), data_from_checkpoint,

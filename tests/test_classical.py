@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 
 import numpy as np
@@ -106,6 +107,15 @@ def test_null_direction_posterior_is_exactly_the_prior(null_model) -> None:
     assert rep["post_var"][-1] == pytest.approx(1.0, abs=1e-6)
     assert rep["mean_var"][-1] < 1e-12 and rep["kl"][-1] < 1e-12
     assert np.all(rep["post_var"][:2] < 0.5) and np.all(rep["kl"][:2] > 0.3)
+    # exact per-direction values from the SVD W = U S V^T (independent of model.posterior):
+    # p(z'_j | x) = N(s_j u_j^T (x − μ) / (s_j² + σ²), σ² / (s_j² + σ²)), KL to N(0, 1) averaged over X
+    U, s_w, _ = np.linalg.svd(model.W, full_matrices=False)
+    s_all = np.concatenate([s_w, np.zeros(3 - s_w.shape[0])])
+    proj = np.concatenate([(X - model.mu) @ U, np.zeros((X.shape[0], 3 - s_w.shape[0]))], axis=1)
+    var_j = model.sigma2 / (s_all**2 + model.sigma2)
+    mean_j = proj * s_all / (s_all**2 + model.sigma2)
+    kl_j = 0.5 * (var_j + mean_j**2 - 1.0 - np.log(var_j))
+    np.testing.assert_allclose(rep["kl"], kl_j.mean(axis=0), rtol=1e-9, atol=1e-12)
 
 
 def test_ml_fit_recovers_covariance_and_is_stationary(null_model) -> None:
@@ -144,7 +154,22 @@ def test_noise_sweep_kl_decreases_towards_zero(seed) -> None:
     rng = np.random.default_rng(seed)
     U, _ = np.linalg.qr(rng.standard_normal((4, 3)))
     W = U @ np.diag([2.0, 1.0, 0.0]) @ _random_rotation(rng, 3).T
-    sweep = noise_sweep(W, np.geomspace(0.05, 30.0, 12), 4000, rng)
+    replay = copy.deepcopy(rng)  # the same Z and E as the sweep draws
+    sigmas = np.geomspace(0.05, 30.0, 12)
+    sweep = noise_sweep(W, sigmas, 4000, rng)
+    # I(x; z) for singular values (2, 1, 0): ½ Σ_j log(1 + s_j²/σ²)
+    mi = 0.5 * (np.log1p(4.0 / sigmas**2) + np.log1p(1.0 / sigmas**2))
+    np.testing.assert_allclose(sweep["kl_analytic"], mi, rtol=1e-12)
+    # the data-averaged exact KL, with the posterior by Gaussian conditioning of the joint (z, x)
+    Z, E = replay.standard_normal((4000, 3)), replay.standard_normal((4000, 4))
+    want = []
+    for sigma in sigmas:
+        X = Z @ W.T + sigma * E
+        C = W @ W.T + sigma**2 * np.eye(4)
+        gain = np.linalg.solve(C, W).T
+        m, S = X @ gain.T, np.eye(3) - gain @ W
+        want.append(0.5 * (np.trace(S) + (m**2).sum(1) - 3 - np.linalg.slogdet(S)[1]).mean())
+    np.testing.assert_allclose(sweep["kl_mean"], want, rtol=1e-9)
     assert np.all(np.diff(sweep["kl_mean"]) < 0)
     assert np.all(np.diff(sweep["kl_analytic"]) < 0)
     assert np.all(np.diff(sweep["loglik_var"]) < 0)
@@ -169,15 +194,35 @@ def test_gmm_one_cluster_posterior_equals_prior() -> None:
 
 def test_gmm_separated_concentrates_and_overlap_is_in_between() -> None:
     rng = np.random.default_rng(7)
-    posts = {}
+    posts, data = {}, {}
     for name, mu2 in (("one", 0.0), ("overlap", 1.0), ("separated", 6.0)):
-        x = sample_mixture(2000, 0.3, 0.0, mu2, 1.0, rng)
+        data[name] = x = sample_mixture(2000, 0.3, 0.0, mu2, 1.0, rng)
         posts[name] = grid_posterior(x, 0.0, mu2, 1.0)
     assert posts["separated"].mass_within(0.3, 0.05) > 0.9
     assert abs(posts["separated"].mean() - 0.3) < 0.03
     sds = [posts[k].sd() for k in ("one", "overlap", "separated")]
     kls = [posts[k].kl_to_prior() for k in ("one", "overlap", "separated")]
     assert sds[0] > sds[1] > sds[2] and kls[0] < 1e-12 < 0.5 < kls[1] < kls[2]
+    # KL(p(θ|x) || p(θ)) = E_post[log p(x|θ)] − log p(x), both by adaptive quadrature
+    for name, mu2 in (("overlap", 1.0), ("separated", 6.0)):
+        want = _gmm_kl_by_quadrature(posts[name], data[name], mu2)
+        assert posts[name].kl_to_prior() == pytest.approx(want, rel=1e-9)
+
+
+def _gmm_kl_by_quadrature(post, x: np.ndarray, mu2: float) -> float:
+    """KL(p(θ|x) || Beta(5, 5)) by scipy's adaptive quadrature (``post``, the grid posterior of ``x``,
+    only places the breakpoints)."""
+    peak = float(np.max(post.log_lik))
+    centre, width = post.mean(), post.sd()
+    pts = [max(1e-9, centre - 3 * width), centre, min(1 - 1e-9, centre + 3 * width)]
+
+    def weighted(th: float, with_loglik: bool) -> float:
+        ll = mixture_log_lik(x, np.array([th]), 0.0, mu2, 1.0)[0] - peak
+        return (ll if with_loglik else 1.0) * np.exp(ll) * stats.beta(5, 5).pdf(th)
+
+    z0 = integrate.quad(weighted, 0, 1, args=(False,), points=pts, epsabs=0, epsrel=1e-11, limit=200)[0]
+    e1 = integrate.quad(weighted, 0, 1, args=(True,), points=pts, epsabs=0, epsrel=1e-11, limit=200)[0]
+    return e1 / z0 - np.log(z0)
 
 
 def test_gmm_grid_posterior_agrees_with_adaptive_quadrature() -> None:
@@ -215,6 +260,25 @@ def test_diagnostic_vanishes_exactly_when_posterior_is_prior() -> None:
     assert g_flat.loglik_var[0] < 1e-20 and pw_flat.max() < 1e-20
     assert abs(g_flat.kl[0]) < 1e-12 and g_flat.kl_is[0] < 1e-12
     assert g_sep.loglik_var[0] > 100.0 and g_sep.kl[0] > 1.0 and pw_sep.mean() > 0.01
+
+
+def test_importance_sampling_kl_by_hand() -> None:
+    """kl_is = Σ_s w_s log(S w_s), w = softmax(log p(x|z_s)): with likelihoods 1 : 3 on S = 2 draws,
+    w = (1/4, 3/4) and KL = ¼ log ½ + ¾ log 3/2; equal likelihoods give 0."""
+    rng = np.random.default_rng(0)
+    lik = {0: 1.0, 1: 3.0}
+
+    def log_lik(x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return np.log([[lik[int(v)] for v in z[:, 0]]] * len(x))
+
+    res = identifiability_diagnostic(log_lik, np.zeros((2, 1)), lambda n, g: np.arange(n, dtype=float)[:, None],
+                                     n_samples=2, rng=rng)
+    want = 0.25 * np.log(0.5) + 0.75 * np.log(1.5)
+    np.testing.assert_allclose(res.kl_is, [want, want], rtol=1e-14)
+    np.testing.assert_allclose(res.kl, res.kl_is, rtol=0)  # no exact KL supplied: the estimate
+    flat = identifiability_diagnostic(lambda x, z: np.zeros((len(x), len(z))), np.zeros((1, 1)),
+                                      lambda n, g: g.standard_normal((n, 1)), n_samples=7, rng=rng)
+    assert abs(flat.kl_is[0]) < 1e-15
 
 
 def test_directional_diagnostic_singles_out_the_null_direction(null_model) -> None:

@@ -99,7 +99,8 @@ def test_keyboard_interrupt_exit_code(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(experiment, "run_train", boom)
     assert cli.main(["train", "--out", str(tmp_path), "--no-progress"]) == 130
-    assert "--resume" in capsys.readouterr().err
+    assert f"interrupted before the first checkpoint was written; nothing was saved under {tmp_path}" in \
+        capsys.readouterr().err
 
 
 def test_bench_passthrough(tmp_path, monkeypatch, capsys):
@@ -122,3 +123,203 @@ def test_module_entry_point_help(tmp_path):
     assert res.returncode == 0
     for cmd in ("train", "evaluate", "compare", "bench"):
         assert cmd in res.stdout
+
+
+# ----------------------------------------------------------------------------- never destroy a run; one-line errors
+TEXT_TINY = ["--data", "synthetic-text", "--train-size", "48", "--val-size", "8", "--test-size", "8", "--vocab-size",
+             "80", "--latent-dim", "3", "--embed-dim", "4", "--hidden", "8", "--icnn-hidden", "6", "--epochs", "1",
+             "--batch-size", "16", "--iwae-samples", "2", "--no-progress", "--threads", "1", "--no-figures"]
+
+
+def _error_line(err: str, command: str = "train") -> str:
+    """The CLI's one error line: no traceback, exactly one line starting with ``lidvae-ext <command>: error:``."""
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith(f"lidvae-ext {command}: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_train_refuses_to_overwrite_a_finished_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--model", "vae", "--out", str(out), *TINY]
+    assert cli.main([*args, "--epochs", "1"]) == 0
+    ckpt = out / "checkpoint.pt"
+    before, metrics = ckpt.read_bytes(), (out / "metrics.json").read_bytes()
+    capsys.readouterr()
+    assert cli.main([*args, "--epochs", "2"]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert str(ckpt) in line and "--resume" in line and "--overwrite" in line
+    assert cli.main([*args, "--epochs", "2", "--resume", "--overwrite"]) == 2
+    assert "--resume and --overwrite exclude each other" in _error_line(capsys.readouterr().err)
+    assert ckpt.read_bytes() == before and (out / "metrics.json").read_bytes() == metrics
+    assert cli.main([*args, "--epochs", "2", "--overwrite"]) == 0  # asked for: a new 2-epoch run replaces it
+    assert ckpt.read_bytes() != before
+    state = load_checkpoint(ckpt)
+    assert state["epoch"] == 2 and [h["epoch"] for h in state["history"]] == [1, 2]
+
+
+def test_compare_refuses_to_overwrite_finished_runs(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    args = ["compare", "--models", "vae,lidvae", "--epochs", "1", "--out", str(out), "--no-figures", *TINY]
+    assert cli.main(args) == 0
+    before = {m: (out / m / "checkpoint.pt").read_bytes() for m in ("vae", "lidvae")}
+    capsys.readouterr()
+    # a new model beside finished ones: still refused before anything is trained
+    assert cli.main([*args[:2], "betavae0.5,lidvae", *args[3:]]) == 2
+    line = _error_line(capsys.readouterr().err, "compare")
+    assert str(out / "lidvae" / "checkpoint.pt") in line and "--resume" in line and "--overwrite" in line
+    assert not (out / "betavae0.5").exists()
+    assert {m: (out / m / "checkpoint.pt").read_bytes() for m in ("vae", "lidvae")} == before
+
+    text = tmp_path / "text"
+    targs = ["compare", *TEXT_TINY, "--models", "svae", "--out", str(text)]
+    assert cli.main(targs) == 0
+    tbefore = (text / "svae" / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    assert cli.main(targs) == 2
+    line = _error_line(capsys.readouterr().err, "compare")
+    assert str(text / "svae" / "checkpoint.pt") in line and "--resume" in line and "--overwrite" in line
+    assert (text / "svae" / "checkpoint.pt").read_bytes() == tbefore
+    assert cli.main([*targs, "--overwrite", "--epochs", "2"]) == 0
+    assert load_checkpoint(text / "svae")["epoch"] == 2
+
+
+def test_own_checkpoints_of_every_family_evaluate(tmp_path, capsys):
+    """Checkpoints written by train (vae, lidvae, gmvae, lidgmvae) and by the text compare (svae, lidsvae)
+    all evaluate through the CLI."""
+    for model in ("vae", "lidvae", "gmvae", "lidgmvae"):
+        assert cli.main(["train", "--model", model, "--epochs", "1", "--clusters", "2", "--no-eval",
+                         "--out", str(tmp_path / model), *TINY]) == 0
+    assert cli.main(["compare", *TEXT_TINY, "--models", "svae,lidsvae", "--out", str(tmp_path / "text")]) == 0
+    capsys.readouterr()
+    runs = {m: tmp_path / m / "checkpoint.pt" for m in ("vae", "lidvae", "gmvae", "lidgmvae")}
+    runs.update({m: tmp_path / "text" / m / "checkpoint.pt" for m in ("svae", "lidsvae")})
+    for model, path in runs.items():
+        assert load_checkpoint(path)["model_config"]["model"] == model
+        assert cli.main(["evaluate", str(path), "--iwae-samples", "3"]) == 0, capsys.readouterr().err
+        m = json.loads(capsys.readouterr().out)
+        assert m["model"] == model and m["epochs"] == 1 and m["iwae_samples"] == 3 and m["iwae_nll"] > 0
+        assert m["num_examples"] == (8 if model in ("svae", "lidsvae") else 60)
+    assert "ppl" in m and m["data"] == "synthetic-text"
+    assert cli.main(["evaluate", str(runs["svae"]), "--iwae-samples", "2", "--test-size", "5"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_examples"] == 5
+    assert cli.main(["evaluate", str(runs["svae"]), "--data", "digits"]) == 2
+    assert "--data must be text data" in _error_line(capsys.readouterr().err, "evaluate")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--model", "lidvae", "--latent-dim", "-3"], "--latent-dim must be a positive integer, got -3"),
+    (["train", "--model", "vae", "--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+    (["train", "--model", "vae", "--epochs", "-1"], "--epochs must be >= 0 and finite, got -1"),
+    (["train", "--model", "vae", "--lr", "0"], "--lr must be > 0 and finite, got 0.0"),
+    (["train", "--model", "lidvae", "--icnn-hidden", "0"], "--icnn-hidden must be a positive integer, got 0"),
+    (["train", "--model", "vae", "--threads", "0"], "--threads must be a positive integer, got 0"),
+    (["compare", "--models", "vae", "--train-size", "0"], "--train-size must be a positive integer, got 0"),
+    (["compare", "--data", "synthetic-text", "--latent-dim", "0"], "--latent-dim must be a positive integer, got 0"),
+    (["compare", "--data", "synthetic-text", "--dropout", "1"], "--dropout must be in [0, 1), got 1.0"),
+])
+def test_sizes_are_checked_up_front(tmp_path, capsys, argv, message):
+    out = tmp_path / "out" / "run"
+    assert cli.main([*argv, "--out", str(out)]) == 2
+    assert message in _error_line(capsys.readouterr().err, argv[0])
+    assert not (tmp_path / "out").exists()  # nothing created
+
+
+def test_evaluate_checks_sizes(tmp_path, capsys):
+    assert cli.main(["evaluate", str(tmp_path / "missing.pt"), "--iwae-samples", "0"]) == 2
+    assert "--iwae-samples must be a positive integer, got 0" in _error_line(capsys.readouterr().err, "evaluate")
+
+
+def test_unreadable_data_files_are_named(tmp_path, capsys):
+    import numpy as np
+
+    cases = {"x.npz": "not a NumPy .npz archive (no zip header)", "x.npy": "not a NumPy .npy array"}
+    for name, message in cases.items():
+        (tmp_path / name).write_text("just some text\n")
+        assert cli.main(["train", "--model", "vae", "--data", str(tmp_path / name), "--out",
+                         str(tmp_path / "run"), *TINY]) == 2
+        line = _error_line(capsys.readouterr().err)
+        assert f"{tmp_path / name}: {message}" in line and "pickled" not in line
+    np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}, None], dtype=object))
+    assert cli.main(["train", "--model", "vae", "--data", str(tmp_path / "obj.npz"), "--out", str(tmp_path / "run"),
+                     *TINY]) == 2
+    assert f"{tmp_path / 'obj.npz'}: it holds an object array" in _error_line(capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()  # the failed runs left no empty --out behind
+
+
+def test_train_says_how_to_run_text_models(tmp_path, capsys):
+    for argv in (["--model", "lidsvae", "--data", "synthetic-text"], ["--model", "svae"],
+                 ["--model", "vae", "--data", "synthetic-text"]):
+        assert cli.main(["train", *argv, "--out", str(tmp_path / "run")]) == 2
+        line = _error_line(capsys.readouterr().err)
+        assert "train does not serve sentence VAEs" in line and "lidvae-ext compare --data synthetic-text" in line
+        assert "unknown" not in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_interrupt_messages_say_what_is_on_disk(tmp_path, monkeypatch, capsys):
+    from lidvae_ext import experiment
+
+    real_train = experiment.train
+
+    def stop_before(*a, **k):
+        raise KeyboardInterrupt
+
+    def stop_after(*a, **k):
+        real_train(*a, **k)
+        raise KeyboardInterrupt
+
+    out = tmp_path / "new" / "run"
+    monkeypatch.setattr(experiment, "train", stop_before)
+    assert cli.main(["train", "--model", "vae", "--epochs", "1", "--out", str(out), *TINY]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted before the first checkpoint was written; nothing was saved under {out}" in err
+    assert "intact" not in err and not (tmp_path / "new").exists()  # the directories it created are gone
+
+    monkeypatch.setattr(experiment, "train", stop_after)
+    assert cli.main(["train", "--model", "vae", "--epochs", "1", "--out", str(out), *TINY]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted; the last complete checkpoint is intact ({out / 'checkpoint.pt'}); continue with --resume" \
+        in err
+    before = (out / "checkpoint.pt").read_bytes()
+
+    monkeypatch.setattr(experiment, "train", stop_before)
+    assert cli.main(["train", "--model", "vae", "--epochs", "2", "--resume", "--out", str(out), *TINY]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted before this run wrote a checkpoint; {out / 'checkpoint.pt'} is unchanged" in err
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_resume_without_a_checkpoint_says_it_starts_fresh(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--model", "vae", "--epochs", "1", "--resume", "--out", str(out), *TINY]) == 0
+    err = capsys.readouterr().err
+    assert f"[vae] --resume: no checkpoint at {out / 'checkpoint.pt'}; starting a new run" in err
+    assert load_checkpoint(out)["epoch"] == 1
+    assert cli.main(["train", "--model", "vae", "--epochs", "2", "--resume", "--out", str(out), *TINY]) == 0
+    assert "no checkpoint" not in capsys.readouterr().err
+
+
+def test_failed_run_keeps_existing_directories_and_files(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    (out / "empty").mkdir()
+    rc = cli.main(["train", "--model", "vae", "--data", str(tmp_path / "none.npy"), "--out", str(out), *TINY])
+    assert rc == 2 and "does not exist" in _error_line(capsys.readouterr().err)
+    assert (out / "notes.txt").read_text() == "keep me" and (out / "empty").is_dir()
+
+
+def test_image_arrays_are_flattened_with_a_notice(tmp_path, capsys):
+    import numpy as np
+
+    np.save(tmp_path / "imgs.npy", np.random.default_rng(0).random((40, 8, 8)).astype(np.float32))
+    assert cli.main(["train", "--model", "vae", "--epochs", "1", "--no-eval", "--data", str(tmp_path / "imgs.npy"),
+                     "--out", str(tmp_path / "run"), *TINY[4:]]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {tmp_path / 'imgs.npy'} holds an array of shape (40, 8, 8); each row is flattened to 64 values" \
+        in err
+    np.save(tmp_path / "rows.npy", np.random.default_rng(0).random((40, 64)).astype(np.float32))
+    assert cli.main(["train", "--model", "vae", "--epochs", "1", "--no-eval", "--data", str(tmp_path / "rows.npy"),
+                     "--out", str(tmp_path / "run2"), *TINY[4:]]) == 0
+    assert "flattened" not in capsys.readouterr().err

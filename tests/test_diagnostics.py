@@ -109,3 +109,34 @@ def test_jacobian_matches_autograd_on_a_lid_decoder_with_jumps():
     err = (fd - exact).abs().amax((1, 2))
     assert float(err.max()) < 2e-2
     assert float(err.median()) < 1e-3
+
+
+def test_bernoulli_fisher_weight_is_the_curvature_of_the_log_likelihood():
+    """w(η) = p(1 − p), p = σ(η): minus the second derivative in η of log p(x|η) = xη − log(1 + e^η)
+    (autograd on that formula, for x = 0 and 1) and the variance of the score x − p; and the decoder
+    Fisher information F_kk = E Σ_d w(η_d) (∂η_d/∂z_k)² of a linear decoder, recomputed by hand."""
+    eta = torch.linspace(-6.0, 6.0, 25, dtype=torch.float64)
+    w = diagnostics.fisher_weight(BernoulliLikelihood(), eta)
+    for x in (0.0, 1.0):
+        e = eta.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad((x * e - torch.log1p(torch.exp(e))).sum(), e, create_graph=True)
+        (h,) = torch.autograd.grad(g.sum(), e)
+        torch.testing.assert_close(w, -h, rtol=1e-12, atol=1e-15)
+    p = 1.0 / (1.0 + torch.exp(-eta))
+    torch.testing.assert_close(w, p * (1 - p) ** 2 + (1 - p) * p**2, rtol=1e-12, atol=1e-15)  # E (x − p)²
+
+    gen = torch.Generator().manual_seed(2)
+    K, D = 3, 7
+    W = torch.randn(D, K, generator=gen, dtype=torch.float64)
+    b = torch.randn(D, generator=gen, dtype=torch.float64)
+    A = 0.3 * torch.randn(D, K, generator=gen, dtype=torch.float64)
+    logvar = torch.full((K,), -1.0, dtype=torch.float64)
+    model = LatentVariableModel(FixedEncoder(A, torch.zeros(K, dtype=torch.float64), logvar),
+                                linear_decoder(W, b).double(), BernoulliLikelihood(), K).double()
+    x = (torch.rand(30, D, generator=gen) < 0.5).double()
+    out = diagnostics.decoder_sensitivity(model, x, num_samples=1, seed=4)
+    eps = torch.randn(30, K, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    z = x @ A + torch.exp(0.5 * logvar) * eps  # the same draws
+    q = 1.0 / (1.0 + torch.exp(-(z @ W.T + b)))
+    want = ((q * (1 - q)) @ W.square()).mean(0)  # (K,)
+    np.testing.assert_allclose(out["fisher"], want.numpy(), rtol=1e-7)

@@ -158,6 +158,11 @@ def test_active_units_and_kl_known_encoder():
     assert au == 2
     torch.testing.assert_close(var, mean.var(0), rtol=1e-12, atol=1e-12)
     assert metrics.active_units(m_enc, threshold=0.001)[0] == 3
+    # the comparison is Var ≥ t: a variance equal to the threshold counts (exactly 0.5 for {0, 1})
+    pair = torch.tensor([[0.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    au, var = metrics.active_units(pair, threshold=0.5)
+    assert au == 1 and var.tolist() == [0.5, 0.0]
+    assert metrics.active_units(pair, threshold=math.nextafter(0.5, 1.0))[0] == 0
     kl, kl_dim = metrics.kl_to_prior(m_enc, lv_enc)
     v = torch.tensor([0.1, 1.0, 0.5, 2.0], dtype=torch.float64)
     expected = 0.5 * ((mean ** 2).mean(0) + v - 1 - torch.log(v))

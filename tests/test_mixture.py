@@ -325,3 +325,26 @@ def test_mixture_early_stopping_and_diagnostics_use_the_mixture():
     out = posterior_spread(m1, x1, num_samples=20000, seed=0)
     assert abs(out["exact_var"][0] - float(exact_var.mean())) < 0.05 * float(exact_var.mean()) + 1e-3, (
         out["exact_var"], exact_var)
+
+
+def test_active_units_count_a_variance_equal_to_the_threshold():
+    """AU = #{d : Var ≥ t}: E_q[z|x] ∈ {0, 1} on two examples has variance exactly 0.5, which counts at
+    t = 0.5 and not just above it (a `>` comparison would count 0)."""
+    model = tiny("gmvae", d=6, k=2, c=2).double()
+    with torch.no_grad():
+        model.prior_mean.zero_()  # so z - μ_y is exact too (the within-cluster AU)
+    x = torch.rand(2, 6, dtype=torch.float64)
+    values = torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+
+    def encode_mixture(xb):
+        n = xb.shape[0]
+        log_qy = torch.full((n, 2), math.log(0.5), dtype=torch.float64)  # both components alike: E_q[z|x] = mean
+        return log_qy, values[:n].expand(2, n, 2).clone(), torch.zeros(2, n, 2, dtype=torch.float64)
+
+    model.encode_mixture = encode_mixture
+    kw = dict(iwae_samples=2, prepare_targets=False)
+    m = metrics.evaluate(model, x, au_threshold=0.5, **kw)
+    assert m["au_variance"] == [0.5, 0.5]
+    assert m["active_units"] == 2 and m["active_units_within_cluster"] == 2
+    m = metrics.evaluate(model, x, au_threshold=math.nextafter(0.5, 1.0), **kw)
+    assert m["active_units"] == 0 and m["active_units_within_cluster"] == 0

@@ -208,3 +208,25 @@ def test_torch_compile_fullgraph_matches_eager(kind):
         results.append([loss.detach(), inp.grad] + [p.grad.clone() for p in module.parameters()])
     for e, c in zip(*results):
         torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("fused", marks=needs_fused)])
+@pytest.mark.parametrize("positivity", ["softplus", "clamp"])
+def test_functional_call_with_fresh_weights_each_time(backend, positivity):
+    """functional_call with one set of new weights, then another, gives each set's values (with and
+    without grad mode): nothing is reused from an earlier call. The new tensors all have version counter 0 (fresh clones), so a
+    weight cache keyed on version counters would return the first set's weights the second time."""
+    torch.manual_seed(3)
+    mods = [LIDDecoder(3, 6, hidden=5, beta="learned", backend=backend, positivity=positivity).double()
+            for _ in range(3)]
+    target, *sources = mods
+    z = torch.randn(4, 3, dtype=torch.float64)
+    for mode in (torch.enable_grad, torch.no_grad):  # training and inference
+        with mode():
+            target(z)  # the target's own weights were used once
+            for source in sources + sources[::-1]:
+                params = {k: v.detach().clone() for k, v in source.named_parameters()}
+                assert all(p._version == 0 for p in params.values())
+                torch.testing.assert_close(torch.func.functional_call(target, params, (z,)), source(z),
+                                           rtol=1e-12, atol=1e-12)
+    assert (sources[0](z) - sources[1](z)).abs().max() > 1e-3  # the two sets differ

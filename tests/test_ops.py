@@ -11,6 +11,7 @@ import torch
 from lidvae_ext import ops, reference
 from icnn_inputs import (fresh_seed, kink_free_seed, max_rel_errors, outputs_and_grads, sample_cotangents,
                          sample_inputs)
+from icnn_inputs import strided as _strided
 
 pytestmark = pytest.mark.skipif(not ops.fused_available("cpu"), reason="lidvae_ext._C not built")
 
@@ -135,15 +136,6 @@ def test_noncontiguous_inputs():
     want = reference.icnn_potential_and_map(y, A, b, W, w_out, 0.1)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w.detach(), rtol=1e-12, atol=1e-12)
-
-
-def _strided(t: torch.Tensor) -> torch.Tensor:
-    """The same values in a non-contiguous layout (every other element of a wider buffer)."""
-    wide = torch.empty(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype).fill_(float("nan"))
-    out = wide[..., ::2]
-    out.copy_(t)
-    assert not out.is_contiguous() or t.numel() <= 1
-    return out
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)

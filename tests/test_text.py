@@ -339,6 +339,29 @@ def test_evaluate_text_keys_and_r2():
     assert m["tokens"] == int(predicted_tokens(ds.test).sum())
 
 
+def test_elbo_perplexity_by_hand():
+    """elbo_ppl = exp(Σ_x −ELBO(x) / Σ_x |x|), |x| = the words and </s> of x: recomputed from a
+    −ELBO estimate drawn with the same noise (the generator after the MI draw) and tokens counted
+    by hand."""
+    from lidvae_ext import metrics
+    from lidvae_ext.text.vocab import PAD_ID as pad
+
+    ds = load_text_dataset("synthetic-text", train_size=40, val_size=5, test_size=9, vocab_size=60)
+    torch.manual_seed(0)
+    model = SVAE(60, latent_dim=3, embed_dim=4, hidden=8)
+    x = ds.test
+    m = evaluate_text(model, x, iwae_samples=2, seed=5)
+    tokens = sum(sum(1 for t in row.tolist() if t != pad) - 1 for row in x)  # minus <s>
+    model.eval()
+    gen = torch.Generator().manual_seed(5)
+    mean, logvar = metrics.encode_dataset(model, x, 1024)
+    metrics.mutual_information(mean, logvar, 1, generator=gen)
+    nelbo = metrics.negative_elbo(model, x, 256, 1, generator=gen)  # mean −ELBO per sentence
+    assert m["tokens"] == tokens and m["neg_elbo"] == pytest.approx(nelbo, rel=1e-12)
+    assert m["elbo_ppl"] == pytest.approx(math.exp(nelbo * x.shape[0] / tokens), rel=1e-12)
+    assert m["elbo_ppl"] > 1.0
+
+
 # ----------------------------------------------------------------------------- CLI
 def test_cli_compare_text_and_resume(tmp_path, capsys):
     from lidvae_ext.cli import main

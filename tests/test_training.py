@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
@@ -104,3 +105,51 @@ def test_default_threads_share_the_cores(monkeypatch):
     assert training.default_num_threads(world_size=64) == 1
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun: 4 processes on this node
     assert training.default_num_threads(world_size=16) == 2
+
+
+class _TableEncoder(torch.nn.Module):
+    """A stand-in model whose posterior means are the rows of ``table`` (x holds row indices)."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = table
+
+    def encode(self, x):
+        mean = self.table[x[:, 0].long()]
+        return mean, torch.zeros_like(mean)
+
+
+def test_epoch_active_units_are_per_latent_dimension_and_count_the_threshold():
+    """The per-epoch AU is #{d : Var over examples of E_q[z_d|x] ≥ t}: over the example axis (a count
+    over the K = 3 dimensions, not the N = 5 rows), with a variance equal to t counted."""
+    table = torch.tensor([[0.0, 2.0, 7.0], [1.0, 2.0, -7.0], [0.0, 2.0, 7.0], [1.0, 2.0, -7.0], [0.5, 2.0, 0.0]],
+                         dtype=torch.float64)
+    var = table.var(0)
+    assert var.tolist() == [0.25, 0.0, 49.0]  # exact in binary
+    x = torch.arange(5, dtype=torch.float64)[:, None]
+    model = _TableEncoder(table)
+    assert training._active_units(model, x, 0.1) == 2  # dims 0 and 2; column 1 is constant
+    assert training._active_units(model, x, float(var[0])) == 2  # Var = t counts
+    assert training._active_units(model, x, math.nextafter(float(var[0]), 1.0)) == 1
+    assert training._active_units(model, x, 100.0) == 0 and float(var[2]) < 100.0
+
+
+def test_history_active_units_match_the_metric_on_the_trained_model(tmp_path):
+    """Each epoch's recorded AU equals metrics.active_units of that epoch's model on the same held-out data."""
+    from lidvae_ext import metrics
+
+    model = make_model()
+    val = data(40, seed=1)
+    seen = []
+
+    def record(rec):
+        prepared = model.likelihood.fixed_targets(val, 0)
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            mean = model.encode(prepared)[0]
+        model.train(was)
+        seen.append((rec["au"], metrics.active_units(mean, 0.002)[0]))
+
+    train(model, data(), cfg(3, au_threshold=0.002), None, val_x=val, on_epoch=record)
+    assert len(seen) == 3 and all(a == b for a, b in seen), seen

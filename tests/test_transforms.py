@@ -246,3 +246,34 @@ def test_autograd_functional_jacobian_and_hessian(vectorize):
     got = torch.autograd.functional.hessian(scalar(fused), batch, vectorize=vectorize)
     torch.testing.assert_close(got, want, **TOL)
     assert want.abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("entry", ["raw", "python"])
+def test_vmap_with_in_dims_1_on_square_shapes(entry):
+    """vmap over dimension 1 of y (the folded path), of the bias and of icnn_backward's grad_map (the
+    looped paths), with every size equal (B = N = d = L·H + 1 = 5), where a rule that took dimension
+    0 as the vmapped one would still run, on the wrong slices: values equal a loop over the slices."""
+    n = 5
+    y0, A, b, W, w_out = sample_inputs(n, n, 2, 2, seed=fresh_seed())  # L·H + 1 = 5 rows of A
+    assert A.shape == (5, 5)
+    gen = torch.Generator().manual_seed(1)
+    ys = torch.randn(n, n, n, generator=gen, dtype=torch.float64)  # (B, N, d): slice j is ys[:, j]
+    bs = torch.randn(5, n, generator=gen, dtype=torch.float64)  # (L·H + 1, N)
+    hyper = (0.3, "softplus", 0.2)
+    fwd = torch.ops.lidvae_ext.icnn_forward if entry == "raw" else ops.icnn_forward
+    bwd = torch.ops.lidvae_ext.icnn_backward if entry == "raw" else ops.icnn_backward
+
+    def check(got, want):
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+    got = vmap(lambda y: fwd(y, A, b, W, w_out, *hyper), in_dims=1)(ys)
+    check(got, [torch.stack(p) for p in zip(*[fwd(ys[:, j], A, b, W, w_out, *hyper) for j in range(n)])])
+    got = vmap(lambda bb: fwd(y0, A, bb, W, w_out, *hyper), in_dims=1)(bs)
+    check(got, [torch.stack(p) for p in zip(*[fwd(y0, A, bs[:, j], W, w_out, *hyper) for j in range(n)])])
+
+    _, _, pre, upstream = fwd(y0, A, b, W, w_out, *hyper)
+    vs = torch.randn(n, n, n, generator=gen, dtype=torch.float64)  # (B, N, d) cotangents of the map
+    got = vmap(lambda v: bwd(None, v, y0, A, W, w_out, None, pre, upstream, *hyper, True), in_dims=1)(vs)
+    want = [bwd(None, vs[:, j], y0, A, W, w_out, None, pre, upstream, *hyper, True) for j in range(n)]
+    check(got, [torch.stack(p) for p in zip(*want)])
