@@ -10,7 +10,6 @@ Trains every model with the same seed, data, batches and budget (through
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -21,14 +20,17 @@ from typing import Any
 import torch
 
 from . import report
+from . import report_readable as readable
 from .checkpoint import CheckpointError, check_output_dirs
 from .errors import one_line
-from .experiment import EvalOptions, active_units_at, output_dir, resume_notice
+from .experiment import EvalOptions, output_dir, resume_notice
+from .metrics import active_units_at
 from .metrics_text import evaluate_text
 from .models.sequence import LIDSVAE, SVAE, SentenceVAE
 from .nn import BETA_MODES
 from .ops import fused_available
 from .text import TextDataset, is_text_data, load_text_dataset
+from .text.vocab import UNK_ID
 from .training import TrainConfig, model_from_checkpoint, parse_spec_list, train
 
 # α = 1: the smallest of the measured α ∈ {0.5, 0.75, 1} that keeps ≥ 0.8·K units active on both
@@ -128,6 +130,40 @@ def _text(vocab, rows: torch.Tensor) -> list[str]:
     return [" ".join(vocab.decode(r)) for r in rows]
 
 
+def token_rate(x: torch.Tensor, token_id: int) -> float:
+    """Fraction of the words of id rows ``x`` (specials and padding excluded) that are ``token_id``."""
+    words = x >= UNK_ID  # <unk> and the vocabulary's words; not <pad>, <s>, </s>
+    return float((x[words] == token_id).sum()) / max(1, int(words.sum()))
+
+
+def decoded_examples(model: SentenceVAE, ds: TextDataset, show: torch.Tensor, seed: int,
+                     max_len: int) -> dict[str, Any]:
+    """What a person reads of a sentence VAE: reconstructions, samples, homotopies, without ``<unk>``.
+
+    Returns ``lines`` (reconstructions and samples), ``homotopy`` (the greedy sentences along the line
+    between the first two shown sentences' posterior means, Bowman et al. 2016) and ``unk_rate_greedy``
+    (how much of the *unrestricted* greedy reconstructions is ``<unk>``).
+    """
+    raw = model.reconstruct(show, max_len=max_len)
+    recon = model.reconstruct(show, max_len=max_len, allow_unk=False)
+    samples = model.sample(len(show), generator=torch.Generator().manual_seed(seed), max_len=max_len,
+                           allow_unk=False)
+    greedy = model.sample(len(show), generator=torch.Generator().manual_seed(seed), max_len=max_len, greedy=True,
+                          allow_unk=False)
+    lines = ["reconstructions (greedy from E_q[z|x]):"]
+    lines += [f"  x: {a}\n  →  {b}" for a, b in zip(_text(ds.vocab, show), _text(ds.vocab, recon))]
+    lines += ["samples z ~ N(0, I), sampled tokens:", *(f"  {s}" for s in _text(ds.vocab, samples)),
+              "samples z ~ N(0, I), greedy tokens:", *(f"  {s}" for s in _text(ds.vocab, greedy))]
+    homotopy = []
+    if len(show) >= 2:
+        path = model.homotopy(show[:1], show[1:2], steps=7, max_len=max_len, allow_unk=False)
+        ends = _text(ds.vocab, show[:2])
+        homotopy = [f"from: {ends[0]}", *(f"  t={t:.2f}  {s}" for t, s in
+                                          zip(torch.linspace(0, 1, 7).tolist(), _text(ds.vocab, path))),
+                    f"to:   {ends[1]}"]
+    return {"lines": lines, "homotopy": homotopy, "unk_rate_greedy": token_rate(raw, UNK_ID)}
+
+
 def run_text_compare(specs: list[TextModelSpec], data: TextDataOptions, model_opts: TextModelOptions,
                      train_cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, figures: bool = True,
                      iwae_samples: int = 100, au_threshold: float = 0.01, eval_batch_size: int = 64,
@@ -152,8 +188,12 @@ def _run_text_compare(specs: list[TextModelSpec], data: TextDataOptions, model_o
     print(f"compare {', '.join(s.name for s in specs)} on {ds.summary()}; K={model_opts.latent_dim}, "
           f"{train_cfg.epochs} epochs, {torch.get_num_threads()} threads", file=sys.stderr, flush=True)
     results: dict[str, dict[str, Any]] = {}
-    histories, texts = {}, []
+    histories, homotopies = {}, []
     show = ds.test[:n_show]
+    unk_rate = token_rate(ds.test, UNK_ID)
+    texts = [f"<unk> is {unk_rate:.1%} of the test split's words. The sentences below are decoded with <unk> "
+             "excluded (the most probable known word instead); each model's 'raw greedy' line says how much of its "
+             "unrestricted greedy reconstructions is <unk>.", ""]
     for spec in specs:
         torch.manual_seed(train_cfg.seed)  # the same encoder/embedding initialization for every model
         model = build_text_model(spec, len(ds.vocab), model_opts)
@@ -163,7 +203,8 @@ def _run_text_compare(specs: list[TextModelSpec], data: TextDataOptions, model_o
         extra = {"data": asdict(data), "spec": spec.name, "model_options": asdict(model_opts),
                  "vocab": ds.vocab.to_dict()}
         resume_notice(spec.name, out / spec.name, resume)
-        res = train(model, ds.train, cfg, out / spec.name, val_x=ds.val, resume=resume, extra_state=extra)
+        # held-out AU per epoch on the test split, the split of the table (so curve and table agree)
+        res = train(model, ds.train, cfg, out / spec.name, val_x=ds.test, resume=resume, extra_state=extra)
         m = evaluate_text(model, ds.test, au_threshold=au_threshold, iwae_samples=iwae_samples,
                           batch_size=eval_batch_size, seed=data.seed, latents=ds.test_latents,
                           fit_x=ds.train if ds.train_latents is not None else None, fit_latents=ds.train_latents)
@@ -171,22 +212,20 @@ def _run_text_compare(specs: list[TextModelSpec], data: TextDataOptions, model_o
                  train_size=int(ds.train.shape[0]), kl_weight=spec.kl_weight,
                  strong_convexity=model.config.get("strong_convexity"), beta=model.config.get("beta"))
         results[spec.name], histories[spec.name] = m, res.history
-        report.write_json(out / spec.name / "metrics.json", m)
         print(f"[{spec.name}] AU {m['active_units']}/{m['latent_dim']}, KL {m['kl']:.2f}, MI {m['mutual_info']:.2f}, "
               f"IWAE NLL {m['iwae_nll']:.2f}, PPL {m['ppl']:.1f}"
               + (f", latent R² {m['latent_r2']:.3f}" if "latent_r2" in m else "")
               + f" (train {m['seconds']:.1f}s, eval {m['eval_seconds']:.1f}s)", file=sys.stderr, flush=True)
-        gen = torch.Generator().manual_seed(data.seed)
-        recon = model.reconstruct(show, max_len=data.max_len)
-        samples = model.sample(n_show, generator=gen, max_len=data.max_len)
-        greedy = model.sample(n_show, generator=torch.Generator().manual_seed(data.seed), max_len=data.max_len,
-                              greedy=True)
-        texts += [f"## {spec.name}", "", "reconstructions (greedy from E_q[z|x]):"]
-        texts += [f"  x: {a}\n  →  {b}" for a, b in zip(_text(ds.vocab, show), _text(ds.vocab, recon))]
-        texts += ["samples z ~ N(0, I), sampled tokens:", *(f"  {s}" for s in _text(ds.vocab, samples)),
-                  "samples z ~ N(0, I), greedy tokens:", *(f"  {s}" for s in _text(ds.vocab, greedy)), ""]
+        shown = decoded_examples(model, ds, show, data.seed, data.max_len)
+        m.update(unk_rate_greedy=shown["unk_rate_greedy"])
+        report.write_json(out / spec.name / "metrics.json", m)
+        report.write_json(out / spec.name / "history.json", res.history)
+        texts += [f"## {spec.name}", f"raw greedy reconstructions: {shown['unk_rate_greedy']:.1%} <unk>",
+                  *shown["lines"], ""]
+        homotopies.append((f"Homotopies: {spec.name}", shown["homotopy"]))
     (out / "samples.txt").write_text("\n".join(texts) + "\n")
     if figures:
+        readable.plot_collapse_profile(results, out / "collapse_profile.png")
         report.plot_kl_per_dim(results, out / "kl_per_dim.png")
         report.plot_training_curves(histories, out / "training_curves.png")
     meta = {"data": ds.name, "sizes": [int(ds.train.shape[0]), int(ds.val.shape[0]), int(ds.test.shape[0])],
@@ -195,16 +234,17 @@ def _run_text_compare(specs: list[TextModelSpec], data: TextDataOptions, model_o
             "threads": torch.get_num_threads(), "fused_kernels": fused_available("cpu"), "torch": torch.__version__,
             "total_seconds": round(time.perf_counter() - t0, 1),
             "total_cpu_seconds": round(time.process_time() - cpu0, 1)}
+    meta["unk_rate_test"] = round(unk_rate, 4)
     report.write_json(out / "report.json", results)
     table = markdown_table_text(results)
-    (out / "report.md").write_text("\n".join([
-        f"# Sentence VAEs: {', '.join(results)} on {ds.name}", "", table, "",
-        f"Test split of {ds.test.shape[0]} sentences; IWAE with k = {iwae_samples}; perplexity exp(Σ NLL / Σ tokens) "
-        "with </s> counted; AU threshold " + f"{au_threshold}"
-        + ("; latent R²: linear regression from posterior means (fitted on the training split) to the generating "
-           "latents." if ds.test_latents is not None else "."), "",
-        "Settings:", "", "```", json.dumps(meta, indent=2, default=str), "```", "",
-        "Reconstructions and samples: samples.txt", ""]))
+    note = (f"Test split of {ds.test.shape[0]} sentences; IWAE with k = {iwae_samples}; perplexity "
+            f"exp(Σ NLL / Σ tokens) with </s> counted; AU threshold {au_threshold}; <unk> is {unk_rate:.1%} of the "
+            "test words" + ("; latent R²: linear regression from posterior means (fitted on the training split) to "
+                            "the generating latents." if ds.test_latents is not None else "."))
+    extra = [("Notes", [note, "Reconstructions and samples of every model: samples.txt."]), *homotopies]
+    figs = [f for f, _, _ in readable.FIGURES if (out / f).is_file()]
+    (out / "report.md").write_text(readable.markdown(results, meta, table, figs, extra))
+    readable.write_html(out / "report.html", results, meta, table, extra)
     print(table, flush=True)
     print(f"wrote {out / 'report.json'}, {out / 'report.md'}, samples.txt and figures in {meta['total_seconds']}s total "
           f"({meta['total_cpu_seconds']}s CPU time)",

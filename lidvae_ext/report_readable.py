@@ -334,8 +334,9 @@ def report_sections(report: dict[str, dict[str, Any]], meta: dict[str, Any]) -> 
 
 
 def markdown(report: dict[str, dict[str, Any]], meta: dict[str, Any], table: str,
-             figures: list[str]) -> str:
-    """``report.md``: verdict, explanation, table, metric meanings, figure captions, settings (collapsed)."""
+             figures: list[str], extra: list[tuple[str, list[str]]] = ()) -> str:
+    """``report.md``: verdict, explanation, table, metric meanings, figure captions, the ``extra``
+    (heading, lines) sections as preformatted text (e.g. decoded sentences), settings (collapsed)."""
     s = report_sections(report, meta)
     out = [f"# {s['title']}", "", "## Verdict", ""] + [f"- {line}" for line in s["verdict"]]
     out += ["", "## What posterior collapse is", "", s["collapse"], "", "## Results", "", table, "",
@@ -346,6 +347,8 @@ def markdown(report: dict[str, dict[str, Any]], meta: dict[str, Any], table: str
         for fname, title, caption in FIGURES:
             if fname in figures:
                 out += [f"### {title}", "", f"![{title}]({fname})", "", caption, ""]
+    for heading, lines in extra:
+        out += ["", f"## {heading}", "", "```", *lines, "```"]
     out += ["", "<details><summary>Settings of this run</summary>", "", "```json",
             json.dumps(meta, indent=2, default=str), "```", "", "</details>", ""]
     return "\n".join(out)
@@ -362,7 +365,7 @@ def _table_html(table: str) -> str:
 
 
 def write_html(path: str | os.PathLike, report: dict[str, dict[str, Any]], meta: dict[str, Any],
-               table: str) -> Path:
+               table: str, extra: list[tuple[str, list[str]]] = ()) -> Path:
     """``report.html``: self-contained (figures as data URIs, no scripts, no network), opens from disk."""
     path = Path(path)
     s = report_sections(report, meta)
@@ -387,6 +390,8 @@ def write_html(path: str | os.PathLike, report: dict[str, dict[str, Any]], meta:
         data = base64.b64encode((path.parent / fname).read_bytes()).decode("ascii")
         parts += [f"<figure><h3>{esc(title)}</h3>", f"<img alt='{esc(title)}' src='data:image/png;base64,{data}'>",
                   f"<figcaption>{esc(caption)}</figcaption></figure>"]
+    for heading, lines in extra:
+        parts += [f"<h2>{esc(heading)}</h2>", "<pre>", esc("\n".join(lines)), "</pre>"]
     parts += ["<details><summary>Settings of this run</summary><pre>",
               esc(json.dumps(meta, indent=2, default=str)), "</pre></details>", "</body></html>", ""]
     tmp = path.with_name(f".{path.name}.tmp")

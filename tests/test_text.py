@@ -381,7 +381,16 @@ def test_cli_compare_text_and_resume(tmp_path, capsys):
     assert rep["lidsvae-alpha0"]["beta"] == "pca"  # the text default, fitted on the training tokens
     for f in ("report.md", "samples.txt", "kl_per_dim.png", "training_curves.png", "svae/checkpoint.pt"):
         assert (tmp_path / "run" / f).is_file(), f
-    assert "latent R²" in (tmp_path / "run" / "report.md").read_text()
+    report_md = (tmp_path / "run" / "report.md").read_text()
+    assert "latent R²" in report_md and "## Verdict" in report_md
+    for name in rep:  # a homotopy per model: 7 decoded sentences between two test sentences
+        section = report_md.split(f"## Homotopies: {name}", 1)[1].split("```")[1]
+        assert section.count("  t=") == 7 and "from: " in section and "to: " in section
+        assert rep[name]["unk_rate_greedy"] >= 0.0
+    assert "<unk> is 0.0% of the test split's words" in (tmp_path / "run" / "samples.txt").read_text()
+    assert "## Verdict" in (tmp_path / "run" / "report.html").read_text().replace("<h2>Verdict</h2>", "## Verdict")
+    hist = json.loads((tmp_path / "run" / "svae" / "history.json").read_text())
+    assert hist[-1]["au"] == rep["svae"]["active_units"]  # the curve's held-out AU is the table's
     capsys.readouterr()
     assert main([*args[:-2], "--out", str(tmp_path / "run"), "--resume", "--epochs", "2", "--models", "svae"]) == 0
     hist = json.loads((tmp_path / "run" / "report.json").read_text())["svae"]
