@@ -136,12 +136,21 @@ def token_rate(x: torch.Tensor, token_id: int) -> float:
     return float((x[words] == token_id).sum()) / max(1, int(words.sum()))
 
 
+def homotopy_ends(x: torch.Tensor, pool: int = 50) -> torch.Tensor:
+    """Two test sentences to interpolate between: of the first ``pool`` rows, the two with the most
+    known words (fewest ``<unk>``, then the longest; ties by order). The same pair for every model."""
+    rows = x[:pool]
+    known = ((rows > UNK_ID).sum(1) * 1000 - (rows == UNK_ID).sum(1)).tolist()
+    best = sorted(range(len(known)), key=lambda i: (-known[i], i))[:2]
+    return rows[best]
+
+
 def decoded_examples(model: SentenceVAE, ds: TextDataset, show: torch.Tensor, seed: int,
                      max_len: int) -> dict[str, Any]:
     """What a person reads of a sentence VAE: reconstructions, samples, homotopies, without ``<unk>``.
 
     Returns ``lines`` (reconstructions and samples), ``homotopy`` (the greedy sentences along the line
-    between the first two shown sentences' posterior means, Bowman et al. 2016) and ``unk_rate_greedy``
+    between the posterior means of :func:`homotopy_ends`, Bowman et al. 2016) and ``unk_rate_greedy``
     (how much of the *unrestricted* greedy reconstructions is ``<unk>``).
     """
     raw = model.reconstruct(show, max_len=max_len)
@@ -155,9 +164,10 @@ def decoded_examples(model: SentenceVAE, ds: TextDataset, show: torch.Tensor, se
     lines += ["samples z ~ N(0, I), sampled tokens:", *(f"  {s}" for s in _text(ds.vocab, samples)),
               "samples z ~ N(0, I), greedy tokens:", *(f"  {s}" for s in _text(ds.vocab, greedy))]
     homotopy = []
-    if len(show) >= 2:
-        path = model.homotopy(show[:1], show[1:2], steps=7, max_len=max_len, allow_unk=False)
-        ends = _text(ds.vocab, show[:2])
+    if ds.test.shape[0] >= 2:
+        pair = homotopy_ends(ds.test)
+        path = model.homotopy(pair[:1], pair[1:2], steps=7, max_len=max_len, allow_unk=False)
+        ends = _text(ds.vocab, pair)
         homotopy = [f"from: {ends[0]}", *(f"  t={t:.2f}  {s}" for t, s in
                                           zip(torch.linspace(0, 1, 7).tolist(), _text(ds.vocab, path))),
                     f"to:   {ends[1]}"]

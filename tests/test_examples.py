@@ -44,7 +44,8 @@ def _check(rows: list[dict], names: tuple[str, ...] = ("mlp", "lid", "lid-data")
         k, au = r["latent_dim"], r["active_units_at"]
         assert k == 8 and 0 <= au["0.1"] <= au["0.01"] <= k, r
         assert all(math.isfinite(r[key]) for key in ("kl", "mutual_info", "neg_elbo", "iwae_nll")), r
-        assert r["kl"] > 0 and 0 <= r["mutual_info"] <= math.log(359) + 0.5, r
+        # MI: a one-draw Monte-Carlo estimate, slightly negative when nearly 0 (seen: -0.002 after 3 epochs)
+        assert r["kl"] > 0 and -0.1 <= r["mutual_info"] <= math.log(359) + 0.5, r
         assert r["iwae_nll"] <= r["neg_elbo"] + 0.5, r  # IWAE tightens the ELBO (20 samples, 359 rows)
         assert r["neg_elbo"] < UNTRAINED_NEG_ELBO, r
 

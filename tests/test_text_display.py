@@ -64,3 +64,11 @@ def test_homotopy_of_a_decoder_that_ignores_z_is_constant():
         model.decoder_rnn.weight_ih_l0[:, 3:].zero_()
     path = model.homotopy(_sentences()[:1], _sentences(seed=1)[:1], steps=6, max_len=8)
     assert bool((path == path[:1]).all())
+
+
+def test_homotopy_ends_prefer_known_words():
+    from lidvae_ext.experiment_text import homotopy_ends
+
+    x = torch.tensor([[1, 3, 3, 2, 0], [1, 5, 2, 0, 0], [1, 5, 6, 7, 2], [1, 5, 3, 6, 2], [1, 8, 9, 10, 2]])
+    torch.testing.assert_close(homotopy_ends(x), x[[2, 4]])  # three known words each, no <unk>
+    torch.testing.assert_close(homotopy_ends(x, pool=2), x[[1, 0]])
