@@ -273,7 +273,12 @@ fi
 install_wheel() {
   local site="$WORK/site"
   echo "build: installing $1 (no compile)"
-  "$PYTHON" -m pip install --no-deps --no-index --no-compile --target "$site" "$1" || return 1
+  if "$PYTHON" -m pip --version > /dev/null 2>&1; then
+    "$PYTHON" -m pip install --no-deps --no-index --no-compile --target "$site" "$1" || return 1
+  else   # a wheel is a zip archive laid out for site-packages: what pip --target would write
+    echo "build: no pip for $PYTHON: unpacking the wheel into $site instead"
+    "$PYTHON" -m zipfile -e "$1" "$site" || return 1
+  fi
   export PYTHONPATH="$site" PYTHONSAFEPATH=1
   "$PYTHON" -c "
 import os, sys, lidvae_ext

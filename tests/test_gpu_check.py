@@ -282,3 +282,18 @@ def test_wheel_rejected(tmp_path, change, reason):
     assert (repo / "compiled.mark").exists(), proc.stdout   # the build stage compiled instead
     (line,) = [l for l in proc.stdout.splitlines() if l.startswith("== build: wheel not used (")]
     assert reason in line, proc.stdout
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="the wheel route needs PYTHONSAFEPATH (Python 3.11)")
+def test_wheel_unpacked_where_python_has_no_pip(tmp_path):
+    repo = _fake_repo(tmp_path)
+    wheel = _fake_wheel(repo)
+    no_pip = tmp_path / "python-without-pip"
+    no_pip.write_text(f'#!/bin/sh\n[ "$1 $2" = "-m pip" ] && exit 1\nexec {sys.executable} "$@"\n')
+    no_pip.chmod(0o755)
+    proc = _run_fake(repo, "--stages", "build", PYTHON=str(no_pip))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _build_stage(repo)["note"] == f"wheel installed ({wheel.name})"
+    log = (repo / "out" / "build.log").read_text()
+    assert "no pip for" in log and "lidvae_ext imported from" in log, log
+    assert not (repo / "compiled.mark").exists()
