@@ -58,7 +58,7 @@ def test_gpu_stages_skip_without_gpu(tmp_path):
 
 def test_stage_selection_and_deadline(tmp_path):
     # 40 s deadline with 30 s kept for the summary: a stage may not start (needs >= 20 s)
-    proc = _run(tmp_path, "--stages", "build", DEADLINE_S="40", GPU_CHECK_PREBUILT="0")
+    proc = _run(tmp_path, "--stages", "build", DEADLINE_S="40", GPU_CHECK_PREBUILT="0", GPU_CHECK_WHEEL="0")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (stage,) = _results(tmp_path)["stages"]
     assert stage["stage"] == "build" and stage["status"] == "skipped"
