@@ -10,6 +10,7 @@ the torch that will run it).
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import shutil
 import subprocess
@@ -18,6 +19,22 @@ import sys
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+# The package version without its local label; lidvae_ext/__init__.py says the same.
+BASE_VERSION = "0.1.0"
+# How the compiled module binds to torch (docs/wheel.md): "per-torch" = against the one torch
+# release it was compiled with, through the full C++ API; the version gets a local label
+# naming that torch (0.1.0+torch2.13.0.cpu) and the metadata pins it exactly.
+ABI_ROUTE = "per-torch"
+RUNTIME_REQUIREMENTS = [
+    "numpy>=1.24",
+    "scikit-learn>=1.2",
+    "matplotlib>=3.6",
+    "tqdm>=4.60",
+    # OpenBLAS for the CPU GEMMs, dlopen-ed at run time (csrc/cpu/gemm.cpp); without it the
+    # kernels use ATen's GEMMs.
+    "scipy-openblas32>=0.3.27",
+]
 
 
 def _locate_cuda_home() -> None:
@@ -100,7 +117,31 @@ def _openblas_library() -> str:
     return path if os.path.exists(path) else ""
 
 
-def _write_build_config(directory: str, torch_version: str, with_cuda: bool, arch: str) -> None:
+def _source_hash() -> str:
+    """SHA-256 over the files a build of ``_C`` depends on, as ``gpu_check.sh --source-hash`` prints it.
+
+    The shell computes ``sha256sum`` over ``csrc/**`` and ``setup.py`` (sorted by path, C
+    locale) and hashes that listing; the same text is rebuilt here.
+    """
+    paths = [os.path.join(folder, name).replace(os.sep, "/")
+             for folder, _, names in os.walk("csrc") for name in names]
+    paths.append("setup.py")
+    listing = ""
+    for path in sorted(paths, key=lambda p: p.encode()):
+        with open(os.path.join(ROOT, path), "rb") as handle:
+            listing += f"{hashlib.sha256(handle.read()).hexdigest()}  {path}\n"
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def _local_version(torch_version: str, with_cuda: bool, cuda_version: str | None) -> str:
+    """Local version label of a per-torch build: ``torch2.13.0.cpu``, ``torch2.11.0.cu130``."""
+    release = torch_version.split("+")[0]
+    flavour = "cu" + cuda_version.replace(".", "") if with_cuda and cuda_version else "cpu"
+    return f"torch{release}.{flavour}"
+
+
+def _write_build_config(directory: str, torch_version: str, with_cuda: bool, arch: str,
+                        cuda_version: str | None, source_hash: str) -> None:
     """Write ``_build_config.py`` next to the compiled module (never into a source tree without it)."""
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "_build_config.py")
@@ -110,6 +151,9 @@ def _write_build_config(directory: str, torch_version: str, with_cuda: bool, arc
             f"TORCH_VERSION = {torch_version!r}\n"
             f"WITH_CUDA = {with_cuda!r}\n"
             f"CUDA_ARCH_LIST = {arch!r}\n"
+            f"CUDA_VERSION = {cuda_version if with_cuda else None!r}\n"
+            f"ABI = {ABI_ROUTE!r}\n"
+            f"SOURCE_HASH = {source_hash!r}\n"
         )
 
 
@@ -119,13 +163,20 @@ def _extensions():
     print(f"lidvae_ext: CUDA kernels: {'yes' if with_cuda else 'no'} ({reason})")
     arch = _cuda_arch_list(torch) if with_cuda else ""
     torch_version = torch.__version__
-    _BUILD_CONFIG.update(torch_version=torch_version, with_cuda=with_cuda, arch=arch)
+    cuda_version = torch.version.cuda if with_cuda else None
+    _BUILD_CONFIG.update(torch_version=torch_version, with_cuda=with_cuda, arch=arch,
+                         cuda_version=cuda_version, source_hash=_source_hash())
+    _PACKAGE_METADATA.update(
+        version=f"{BASE_VERSION}+{_local_version(torch_version, with_cuda, cuda_version)}",
+        install_requires=[f"torch=={torch_version.split('+')[0]}", *RUNTIME_REQUIREMENTS],
+    )
 
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     defines = [
         ("LIDVAE_TORCH_VERSION", f'"{torch_version}"'),
         ("LIDVAE_CUDA_ARCH_LIST", f'"{arch}"'),
+        ("LIDVAE_ABI", f'"{ABI_ROUTE}"'),
     ]
     openblas = _openblas_library()
     if openblas:
@@ -156,6 +207,7 @@ def _extensions():
 
 
 _BUILD_CONFIG: dict = {}
+_PACKAGE_METADATA: dict = {}
 ext_modules, _cpp_extension = _extensions()
 
 
@@ -168,6 +220,7 @@ class _BuildExt(_cpp_extension.BuildExtension):
         _write_build_config(target, **_BUILD_CONFIG)
 
 setup(
+    **_PACKAGE_METADATA,
     packages=find_packages(include=["lidvae_ext", "lidvae_ext.*"]),
     package_data={"lidvae_ext": ["py.typed"]},
     ext_modules=ext_modules,

@@ -14,6 +14,10 @@
 #ifndef LIDVAE_CUDA_ARCH_LIST
 #define LIDVAE_CUDA_ARCH_LIST ""
 #endif
+// How this module binds to torch (setup.py's ABI_ROUTE, docs/wheel.md).
+#ifndef LIDVAE_ABI
+#define LIDVAE_ABI "per-torch"
+#endif
 
 namespace {
 
@@ -30,6 +34,7 @@ pybind11::dict build_info() {
   info["torch_version"] = std::string(LIDVAE_TORCH_VERSION);
   info["with_cuda"] = built_with_cuda();
   info["cuda_arch_list"] = std::string(LIDVAE_CUDA_ARCH_LIST);
+  info["abi"] = std::string(LIDVAE_ABI);
   info["openmp"] = static_cast<bool>(AT_PARALLEL_OPENMP);
   info["dtypes"] = pybind11::make_tuple("float32", "float64");
   info["activations"] = pybind11::make_tuple("leaky_relu", "softplus");

@@ -8,10 +8,16 @@
 #   bash scripts/gpu_check.sh --skip-build --stages tests,bench
 #
 # Stages, most valuable first:
-#   build      python setup.py build_ext --inplace (TORCH_CUDA_ARCH_LIST=9.0, MAX_JOBS=16), or
-#              nothing when a prebuilt module from scripts/gpu_prebuild.sh is in place, was built
-#              from these very sources (lidvae_ext/_gpu_prebuilt.txt) and loads with CUDA kernels
-#              for that torch and architecture
+#   build      the first that applies:
+#              1. the wheel in dist/ built by scripts/gpu_prebuild.sh (scripts/build_wheel.sh),
+#                 when it is for this Python, this torch, has CUDA kernels for TORCH_CUDA_ARCH_LIST
+#                 and was built from these very sources (its _build_config.SOURCE_HASH and Python
+#                 files): installed with pip (--no-deps --no-index --target, nothing compiled),
+#                 and the stages import it (PYTHONPATH=that folder, PYTHONSAFEPATH=1 so the
+#                 source tree's lidvae_ext does not shadow it; Python >= 3.11);
+#              2. nothing, when an in-place prebuilt module (lidvae_ext/_gpu_prebuilt.txt) matches
+#                 these sources and loads with CUDA kernels for that torch and architecture;
+#              3. python setup.py build_ext --inplace (TORCH_CUDA_ARCH_LIST=9.0, MAX_JOBS=16)
 #   tests      pytest tests/test_ops_cuda.py -m "not slow" -k "not torch_compile" (-v: a killed
 #              stage still shows which tests passed; pytest-timeout, where installed, ends a
 #              hung test after PYTEST_TIMEOUT s and dumps its stack)
@@ -34,12 +40,14 @@
 # DEADLINE_S (whole script, default 540), T_BUILD/T_TESTS/T_BENCH/T_SANITIZER/
 # T_COMPILE (per stage, seconds), PYTEST_TIMEOUT (per test, default 120),
 # BENCH_ARGS (extra benchmarks/run.py arguments),
-# GPU_CHECK_PREBUILT=0 (always build, even over a valid prebuilt module),
+# GPU_CHECK_WHEEL=0 (never install a wheel from dist/), GPU_CHECK_PREBUILT=0 (never use an
+# in-place prebuilt module; with GPU_CHECK_WHEEL=0: always compile),
 # GPU_CHECK_NO_GPU=1 (treat the machine as having no GPU: GPU stages are
 # skipped; used to test this script's logic on a CPU machine).
 # `gpu_check.sh --source-hash` prints the hash of the sources a build depends on;
 # `gpu_check.sh --check-prebuilt` says whether the module in place would stand for
-# the build stage (exit 0) or why not (exit 1), and runs nothing else.
+# the build stage (exit 0) or why not (exit 1), and runs nothing else;
+# `gpu_check.sh --check-wheel` says the same of the wheels in dist/ (prints the usable one).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # The stages run scripts (benchmarks/run.py, the sanitizer's child process) whose
@@ -64,6 +72,7 @@ BENCH_ARGS=${BENCH_ARGS:-}
 STAGES="build,tests,bench,sanitizer,compile"
 SKIP_BUILD=0
 CHECK_PREBUILT=0
+CHECK_WHEEL=0
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -72,7 +81,8 @@ while [ $# -gt 0 ]; do
     --stages=*) STAGES="${1#--stages=}" ;;
     --source-hash) source_hash; exit 0 ;;
     --check-prebuilt) CHECK_PREBUILT=1 ;;
-    -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
+    --check-wheel) CHECK_WHEEL=1 ;;
+    -h|--help) sed -n '2,53p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -112,6 +122,64 @@ if info.get("cuda_arch_list") != arch:
     sys.exit(f"the prebuilt module is for TORCH_CUDA_ARCH_LIST={info.get('cuda_arch_list')!r}, not {arch!r}")
 PY
 }
+
+# wheel_usable: the path of a wheel in dist/ that can stand for the build stage (stdout), or why
+# none can (last line on stderr). The wheel's build configuration is read as data
+# (ast.literal_eval), never run.
+wheel_usable() {
+  if [ "${GPU_CHECK_WHEEL:-auto}" = 0 ]; then echo "GPU_CHECK_WHEEL=0" >&2; return 1; fi
+  "$PYTHON" - "$ARCH_LIST" "$(source_hash)" <<'PY'
+import ast, glob, os, sys, zipfile
+import torch
+arch, sources = sys.argv[1:3]
+if sys.version_info < (3, 11):
+    sys.exit("Python < 3.11 has no PYTHONSAFEPATH to keep the source tree's lidvae_ext off sys.path")
+tag = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+tree = {os.path.relpath(p): open(p, "rb").read() for p in glob.glob("lidvae_ext/**/*.py", recursive=True)
+        if os.path.basename(p) != "_build_config.py"}
+
+def why_not(wheel):
+    names = set(wheel.namelist())
+    if "lidvae_ext/_build_config.py" not in names:
+        return "no lidvae_ext/_build_config.py"
+    config = {}
+    for line in wheel.read("lidvae_ext/_build_config.py").decode().splitlines():
+        key, sep, value = line.partition(" = ")
+        if sep and key.isidentifier():
+            config[key] = ast.literal_eval(value)
+    if config.get("SOURCE_HASH") != sources:
+        return "built from other sources (csrc/, setup.py)"
+    if config.get("TORCH_VERSION") != torch.__version__:
+        return f"for torch {config.get('TORCH_VERSION')}, this is {torch.__version__}"
+    if not config.get("WITH_CUDA"):
+        return "no CUDA kernels"
+    missing = set(arch.split(";")) - set(str(config.get("CUDA_ARCH_LIST", "")).split(";"))
+    if missing:
+        return f"no kernels for {';'.join(sorted(missing))} (has {config.get('CUDA_ARCH_LIST')!r})"
+    packed = {n for n in names if n.startswith("lidvae_ext/") and n.endswith(".py")} - {"lidvae_ext/_build_config.py"}
+    if packed != set(tree) or any(wheel.read(n) != tree[n] for n in packed):
+        return "its Python files differ from lidvae_ext/ here"
+    return None
+
+reasons = []
+for path in sorted(glob.glob(f"dist/lidvae_ext-*-{tag}-*.whl")):
+    with zipfile.ZipFile(path) as wheel:
+        reason = why_not(wheel)
+    if reason is None:
+        print(path)
+        sys.exit(0)
+    reasons.append(f"{os.path.basename(path)}: {reason}")
+sys.exit("; ".join(reasons) if reasons else f"no lidvae_ext wheel for {tag} in dist/")
+PY
+}
+
+if [ "$CHECK_WHEEL" = 1 ]; then
+  why=$( { path=$(wheel_usable) && echo "usable $path"; } 2>&1 | tail -n 1)
+  case "$why" in
+    "usable "*) echo "wheel usable: ${why#usable }"; exit 0 ;;
+    *) echo "wheel not usable: $why" >&2; exit 1 ;;
+  esac
+fi
 
 if [ "$CHECK_PREBUILT" = 1 ]; then
   why=$(prebuilt_usable 2>&1) && { echo "prebuilt module usable"; exit 0; }
@@ -200,8 +268,39 @@ fi
   if [ "$have_gpu" = 1 ]; then nvidia-smi; else echo "nvidia-smi: no GPU (GPU stages are skipped)"; fi
 } > "$ENV_TXT" 2>&1
 
+# install_wheel WHEEL: pip-installs it into $WORK/site (nothing compiled, nothing fetched) and points
+# the stages at it; fails unless the package then imported is that one, with its CUDA kernels.
+install_wheel() {
+  local site="$WORK/site"
+  echo "build: installing $1 (no compile)"
+  if "$PYTHON" -m pip --version > /dev/null 2>&1; then
+    "$PYTHON" -m pip install --no-deps --no-index --no-compile --target "$site" "$1" || return 1
+  else   # a wheel is a zip archive laid out for site-packages: what pip --target would write
+    echo "build: no pip for $PYTHON: unpacking the wheel into $site instead"
+    "$PYTHON" -m zipfile -e "$1" "$site" || return 1
+  fi
+  export PYTHONPATH="$site" PYTHONSAFEPATH=1
+  "$PYTHON" -c "
+import os, sys, lidvae_ext
+where = os.path.realpath(lidvae_ext.__file__)
+print('build: lidvae_ext imported from', where, lidvae_ext.build_info())
+sys.exit(0 if where.startswith(os.path.realpath(sys.argv[1]) + os.sep) and lidvae_ext.build_info().get('with_cuda') else 1)
+" "$site"
+}
+
 if want build; then
-  if why=$(prebuilt_usable 2>&1); then
+  if wheel=$(wheel_usable 2> "$WORK/wheel.why"); then
+    t0=$(date +%s)
+    if install_wheel "$wheel" > "$OUT/build.log" 2>&1; then
+      record build ok 0 $(( $(date +%s) - t0 )) "wheel installed ($(basename "$wheel"))"
+      echo "== build: wheel installed: $(basename "$wheel")"
+    else
+      record build failed 1 $(( $(date +%s) - t0 )) "wheel $(basename "$wheel") did not install or load"
+      echo "== build: installing $(basename "$wheel") failed; last lines of build.log:"
+      tail -n 5 "$OUT/build.log" | sed 's/^/   | /'
+    fi
+    summarize > /dev/null
+  elif why=$(prebuilt_usable 2>&1); then
     {
       echo "build: skipped the compile: the prebuilt module in place matches these sources and this torch"
       cat "$PREBUILT_STAMP"
@@ -210,6 +309,7 @@ if want build; then
     echo "== build: prebuilt module used (sources match $PREBUILT_STAMP)"
     summarize > /dev/null
   else
+    echo "== build: wheel not used ($(tail -n 1 "$WORK/wheel.why"))"
     echo "== build: compiling ($(echo "$why" | tail -n 1))"
     run_stage build "$T_BUILD" "$OUT/build.log" \
       env TORCH_CUDA_ARCH_LIST="$ARCH_LIST" MAX_JOBS="${MAX_JOBS:-16}" \

