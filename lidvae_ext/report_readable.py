@@ -52,7 +52,8 @@ FIGURES = [
      "dotted line is the project's threshold 0.01. A model whose curve stays at K up to larger thresholds keeps "
      "more of its latent space. Middle and right: KL and mutual information per dimension, each model's "
      "dimensions sorted from most to least informative, on a log axis so that near-zero (collapsed) dimensions "
-     "remain visible; grey markers are the dimensions inactive at 0.01."),
+     "remain visible (values below 1e-6, which a Monte-Carlo MI estimate can give, are drawn at 1e-6); grey "
+     "markers are the dimensions inactive at 0.01."),
     ("traversals.png", "Latent traversals",
      "Each row sweeps one latent coordinate from −2 to +2 standard deviations of its aggregate posterior around "
      "one held-out input's posterior mean, keeping the others fixed, and decodes. Rows are sorted by KL; the "
