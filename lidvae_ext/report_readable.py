@@ -215,6 +215,27 @@ def plot_collapse_profile(report: dict[str, dict[str, Any]], path: str | os.Path
     return save_figure(fig, path)
 
 
+def _sweep_panel(ax: Any, model: Any, start: Tensor, spread: Tensor, dims: list[int], steps: int,
+                 shape: tuple[int, int], labels: list[str]) -> Tensor:
+    """Draw one traversal grid on ``ax``: row i decodes ``start`` with z_dims[i] moved over
+    ±2·spread[dims[i]] in ``steps`` steps; rows labelled ``labels``. Returns the offsets (in spreads)."""
+    h, w = shape
+    offsets = torch.linspace(-2.0, 2.0, steps, dtype=torch.float64)
+    z = start.double().repeat(len(dims), steps, 1)  # (rows, steps, K)
+    for i, d in enumerate(dims):
+        z[i, :, d] += offsets * spread[d]
+    imgs = model.likelihood.mean(model.decode(z.to(start.dtype))).cpu().float()
+    imgs = imgs.reshape(len(dims), steps, h, w).numpy()
+    grid = np.ones((len(dims) * (h + 1) - 1, steps * (w + 1) - 1), dtype=np.float32)
+    for i in range(len(dims)):
+        for j in range(steps):
+            grid[i * (h + 1):i * (h + 1) + h, j * (w + 1):j * (w + 1) + w] = imgs[i, j]
+    ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, aspect="equal")
+    ax.set_yticks([i * (h + 1) + h / 2 for i in range(len(dims))])
+    ax.set_yticklabels(labels, fontsize=6)
+    return offsets
+
+
 @torch.no_grad()
 def plot_traversals(models: dict[str, Any], test_x: Tensor, report: dict[str, dict[str, Any]],
                     shape: tuple[int, int] | None, path: str | os.PathLike, example: int = 0,
@@ -240,20 +261,9 @@ def plot_traversals(models: dict[str, Any], test_x: Tensor, report: dict[str, di
         kl = np.asarray(m["kl_per_dim"])
         order = np.argsort(-kl)
         k = len(order)
-        offsets = torch.linspace(-2.0, 2.0, steps, dtype=torch.float64)
-        z = mean[example].double().repeat(k, steps, 1)  # (K, steps, K)
-        for row, d in enumerate(order):
-            z[row, :, d] += offsets * spread[d]
-        imgs = model.likelihood.mean(model.decode(z.to(mean.dtype).to(device))).cpu().float().reshape(k, steps, h, w)
-        grid = np.ones((k * (h + 1) - 1, steps * (w + 1) - 1), dtype=np.float32)
-        for r in range(k):
-            for c in range(steps):
-                grid[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = imgs[r, c].numpy()
-        ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, aspect="equal")
         var = np.asarray(m["au_variance"])
-        ax.set_yticks([r * (h + 1) + h / 2 for r in range(k)])
-        ax.set_yticklabels([f"z{d} KL {kl[d]:.2f} {'active' if var[d] >= PROJECT_THRESHOLD else 'INACTIVE'}"
-                            for d in order], fontsize=6)
+        labels = [f"z{d} KL {kl[d]:.2f} {'active' if var[d] >= PROJECT_THRESHOLD else 'INACTIVE'}" for d in order]
+        offsets = _sweep_panel(ax, model, mean[example], spread, order.tolist(), steps, shape, labels)
         ax.set_xticks([c * (w + 1) + w / 2 for c in range(steps)])
         ax.set_xticklabels([f"{o:+.1f}σ" for o in offsets.tolist()], fontsize=6)
         ax.set_title(f"{name}: {m['active_units']}/{k} active", fontsize=10)
@@ -276,7 +286,6 @@ def plot_cluster_traversals(models: dict[str, Any], test_x: Tensor, shape: tuple
     if shape is None or not mixtures:
         return None
     plt = pyplot()
-    h, w = shape
     rows = top + bottom
     panels = [(name, c) for name, model in mixtures.items() for c in range(min(clusters, model.clusters))]
     fig, axes = plt.subplots(len(mixtures), max(1, len(panels) // len(mixtures)),
@@ -299,21 +308,9 @@ def plot_cluster_traversals(models: dict[str, Any], test_x: Tensor, shape: tuple
             spread = (within_var + var[c, members.to(device)].double().mean(0)).sqrt()
             order = within_var.argsort(descending=True).tolist()
             dims = order[:top] + order[-bottom:] if len(order) > rows else order
-            offsets = torch.linspace(-2.0, 2.0, steps, dtype=torch.float64)
-            z = m_c[0].repeat(len(dims), steps, 1)
-            for i, d in enumerate(dims):
-                z[i, :, d] += offsets * spread[d]
-            imgs = model.likelihood.mean(model.decode(z.to(mean.dtype))).cpu().float()
-            imgs = imgs.reshape(len(dims), steps, h, w).numpy()
-            grid = np.ones((len(dims) * (h + 1) - 1, steps * (w + 1) - 1), dtype=np.float32)
-            for i in range(len(dims)):
-                for j in range(steps):
-                    grid[i * (h + 1):i * (h + 1) + h, j * (w + 1):j * (w + 1) + w] = imgs[i, j]
-            ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, aspect="equal")
-            ax.set_yticks([i * (h + 1) + h / 2 for i in range(len(dims))])
-            ax.set_yticklabels([f"z{d} var {float(within_var[d]):.3f} "
-                                f"{'active' if within_var[d] >= PROJECT_THRESHOLD else 'INACTIVE'}" for d in dims],
-                               fontsize=6)
+            labels = [f"z{d} var {float(within_var[d]):.3f} "
+                      f"{'active' if within_var[d] >= PROJECT_THRESHOLD else 'INACTIVE'}" for d in dims]
+            _sweep_panel(ax, model, mean[c, members[0].to(device)], spread, dims, steps, shape, labels)
             ax.set_xticks([])
             ax.set_title(f"{name}, cluster {c} ({len(members)} inputs)", fontsize=9)
     return save_figure(fig, path)
