@@ -41,8 +41,10 @@ import torch
 import torch.nn.functional as F
 
 import lidvae_ext
-from lidvae_ext.experiment import DataOptions
-from lidvae_ext.training import ModelOptions, ModelSpec, build_from_spec
+from lidvae_ext.runner.options import DataOptions
+from lidvae_ext.core.options import ModelOptions
+from lidvae_ext.core.spec import ModelSpec
+from lidvae_ext.families import parse_spec, build_from_spec
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cases import CASES, make_workload  # noqa: E402
@@ -82,7 +84,7 @@ def lidvae_step(seed: int, batch_size: int = 128) -> Callable[[], float]:
     opts = ModelOptions()
     ds = DataOptions().load(opts.likelihood)
     torch.manual_seed(seed)
-    model = build_from_spec(ModelSpec.parse("lidvae"), ds.dim, opts, train_x=ds.train).train()
+    model = build_from_spec(parse_spec("lidvae"), ds.dim, opts, train_x=ds.train).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     n = ds.train.shape[0]
     state = {"order": torch.randperm(n), "pos": 0}

@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from lidvae_ext.text import load_text_dataset
-from lidvae_ext.models.sequence import SVAE, LIDSVAE
-from lidvae_ext.metrics_text import evaluate_text
+from lidvae_ext.data.text import load_text_dataset
+from lidvae_ext.families.sentence.models import LIDSVAE, SVAE
+from lidvae_ext.families.sentence.metrics import evaluate_text
 
 
 def main(argv: list[str] | None = None) -> dict:

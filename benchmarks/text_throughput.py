@@ -23,9 +23,9 @@ import time
 
 import torch
 
-from lidvae_ext.models.sequence import LIDSVAE, SVAE
+from lidvae_ext.families.sentence.models import LIDSVAE, SVAE
 from lidvae_ext.ops import fused_available
-from lidvae_ext.text import load_text_dataset
+from lidvae_ext.data.text import load_text_dataset
 
 
 def build(kind: str, vocab: int, args: argparse.Namespace) -> torch.nn.Module:

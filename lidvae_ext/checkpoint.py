@@ -38,7 +38,7 @@ import re
 import tempfile
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +50,12 @@ from .errors import CheckpointError, RunExists, one_line
 __all__ = [
     "CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "CheckpointError", "RunExists", "check_output_dirs", "check_plain",
     "check_resume",
-    "load_checkpoint", "load_training_state", "model_from_checkpoint", "resolve_checkpoint_path",
+    "load_checkpoint", "load_model", "load_training_state", "resolve_checkpoint_path",
     "save_checkpoint", "validate_checkpoint",
 ]
+
+# builds the untrained model of a ``model_config`` (``backend`` overrides a LID model's)
+ModelBuilder = Callable[..., torch.nn.Module]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "lidvae_ext.checkpoint/1"
@@ -210,7 +213,7 @@ def validate_checkpoint(state: Any, path: str | os.PathLike | None = None) -> di
 
     Checks the ``format``, that every value is a tensor or a plain value, and
     the presence and types of the required entries. It does not build the
-    model (see :func:`model_from_checkpoint`).
+    model (see :func:`load_model`).
     """
     if not isinstance(state, dict):
         raise CheckpointError(path, f"not a lidvae_ext checkpoint (it holds a {_type_name(state)}, "
@@ -323,10 +326,9 @@ def _weights_problem(expected: Mapping[str, Tensor], got: Mapping[str, Tensor]) 
     return "; ".join(parts) or None
 
 
-def _rebuild(config: dict[str, Any], weights: Mapping[str, Tensor], backend: str | None, path: Path | None):
+def _rebuild(config: dict[str, Any], weights: Mapping[str, Tensor], backend: str | None, path: Path | None,
+             build_model: ModelBuilder):
     """Build the model ``config`` describes and check ``weights`` against it (names, shapes, kinds)."""
-    from .models import build_model
-
     def cannot_build(exc: Exception) -> CheckpointError:
         return CheckpointError(path, f"its model config cannot be built by this version of lidvae_ext "
                                      f"({_short(exc, 200)})")
@@ -355,14 +357,18 @@ def _rebuild(config: dict[str, Any], weights: Mapping[str, Tensor], backend: str
     return model
 
 
-def model_from_checkpoint(state: Mapping[str, Any] | str | os.PathLike, backend: str | None = None, *,
-                          source: str | os.PathLike | None = None):
-    """Rebuild the model of a checkpoint and load its weights.
+def load_model(state: Mapping[str, Any] | str | os.PathLike, build_model: ModelBuilder, backend: str | None = None,
+               *, source: str | os.PathLike | None = None) -> torch.nn.Module:
+    """Rebuild the model of a checkpoint with ``build_model`` and load its weights.
+
+    :func:`lidvae_ext.families.model_from_checkpoint` calls it with the families' builder.
 
     Parameters
     ----------
     state : dict or path
         A checkpoint from :func:`load_checkpoint`, or the path of one.
+    build_model : callable
+        ``build_model(config, backend=...)`` returns the untrained model a ``model_config`` describes.
     backend : str, optional
         Override the LIDVAE Brenier-map backend (e.g. ``"auto"``).
     source : path, optional
@@ -370,7 +376,7 @@ def model_from_checkpoint(state: Mapping[str, Any] | str | os.PathLike, backend:
 
     Returns
     -------
-    LatentVariableModel
+    torch.nn.Module
 
     Raises
     ------
@@ -387,7 +393,7 @@ def model_from_checkpoint(state: Mapping[str, Any] | str | os.PathLike, backend:
     path = Path(source) if source is not None else None
     state = validate_checkpoint(dict(state) if isinstance(state, Mapping) else state, path)
     weights = state["model_state"]
-    model = _rebuild(state["model_config"], weights, backend, path)
+    model = _rebuild(state["model_config"], weights, backend, path, build_model)
     bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise CheckpointError(path, f"its weights hold non-finite values ({', '.join(bad[:_MAX_LISTED])})")

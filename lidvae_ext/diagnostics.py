@@ -37,8 +37,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .models.likelihoods import BernoulliLikelihood, GaussianLikelihood
-from .models.vae import diag_gaussian_log_prob, standard_normal_log_prob
+from .core.gaussian import diag_gaussian_log_prob, standard_normal_log_prob
+from .core.likelihoods import BernoulliLikelihood, GaussianLikelihood
 
 
 def _float64_copy(model: Any) -> Any:

@@ -28,8 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from .diagnostics import diagnose
-from .metrics import active_units_at, evaluate
-from .models.vae import LatentVariableModel, make_likelihood
+from .core.metrics import active_units_at
+from .core.model import LatentVariableModel, make_likelihood
+from .families.gaussian.metrics import evaluate
 
 DEFAULT_THRESHOLDS = (0.01, 0.1)
 

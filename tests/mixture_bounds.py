@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from lidvae_ext import metrics_mixture as mm
+from lidvae_ext.families.mixture import metrics as mm
 
 
 def assert_iwae_brackets_nll(model, x: torch.Tensor, nll: torch.Tensor,

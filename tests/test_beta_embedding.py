@@ -6,9 +6,14 @@ import pytest
 import torch
 
 from lidvae_ext import ops, reference
-from lidvae_ext.models import LIDVAE, build_model
+from lidvae_ext.families.gaussian.models import LIDVAE
+from lidvae_ext.families import parse_spec, build_model
 from lidvae_ext.nn import LIDDecoder, complete_orthonormal, fit_beta, random_orthonormal
-from lidvae_ext.training import ModelOptions, ModelSpec, build_from_spec, load_checkpoint, model_from_checkpoint, train
+from lidvae_ext.core.options import ModelOptions
+from lidvae_ext.core.spec import ModelSpec
+from lidvae_ext.families import build_from_spec, model_from_checkpoint
+from lidvae_ext.checkpoint import load_checkpoint
+from lidvae_ext.training import train
 from lidvae_ext.training import TrainConfig
 
 needs_fused = pytest.mark.skipif(not ops.fused_available("cpu"), reason="compiled extension not built")
@@ -102,7 +107,7 @@ def test_pca_lidvae_checkpoint_round_trip(tmp_path):
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(64, 3, generator=g) @ torch.rand(3, 10, generator=g) / 3).clamp(0, 1)
     opts = ModelOptions(latent_dim=3, encoder_hidden=(8,), icnn_hidden=8, beta="pca")
-    model = build_from_spec(ModelSpec.parse("lidvae"), 10, opts, train_x=x)
+    model = build_from_spec(parse_spec("lidvae"), 10, opts, train_x=x)
     torch.testing.assert_close(model.decoder.beta.weight(), fit_beta("pca", x, 3).float(), rtol=0, atol=1e-6)
     train(model, x, TrainConfig(epochs=1, batch_size=32, progress=False), tmp_path)
     state = load_checkpoint(tmp_path)
@@ -117,11 +122,11 @@ def test_pca_lidvae_checkpoint_round_trip(tmp_path):
 
 
 def test_spec_modifiers_and_default_fits_pca():
-    assert ModelSpec.parse("lidvae-pca").beta == "pca" and ModelSpec.parse("lidvae-random").beta == "random"
+    assert parse_spec("lidvae-pca").beta == "pca" and parse_spec("lidvae-random").beta == "random"
     with pytest.raises(ValueError, match="for the LID models only"):
-        ModelSpec.parse("vae-pca")
+        parse_spec("vae-pca")
     x = torch.rand(40, 10)
-    model = build_from_spec(ModelSpec.parse("lidvae"), 10, ModelOptions(latent_dim=3, encoder_hidden=(8,),
+    model = build_from_spec(parse_spec("lidvae"), 10, ModelOptions(latent_dim=3, encoder_hidden=(8,),
                                                                         icnn_hidden=8), train_x=x)
     assert isinstance(model, LIDVAE) and model.config["beta"] == ModelOptions().beta
 
@@ -134,7 +139,7 @@ def test_training_fits_pca_beta_on_the_training_split_only(tmp_path, early_stopp
     import numpy as np
 
     from lidvae_ext import cli
-    from lidvae_ext.data import validation_split
+    from lidvae_ext.data.dataset import validation_split
 
     rng = np.random.default_rng(0)
 

@@ -18,15 +18,19 @@ import torch
 
 import lidvae_ext
 from lidvae_ext import CheckpointError, TrainingDiverged, cli
+from lidvae_ext.families import model_from_checkpoint
 from lidvae_ext.checkpoint import (
     CHECKPOINT_FORMAT,
     check_plain,
     load_checkpoint,
-    model_from_checkpoint,
     save_checkpoint,
 )
-from lidvae_ext.experiment import data_from_checkpoint
-from lidvae_ext.training import ModelOptions, ModelSpec, TrainConfig, build_from_spec, train
+from lidvae_ext.runner.run import data_from_checkpoint
+from lidvae_ext.core.options import ModelOptions
+from lidvae_ext.core.spec import ModelSpec
+from lidvae_ext.training import TrainConfig
+from lidvae_ext.families import parse_spec, build_from_spec
+from lidvae_ext.training import train
 
 warnings.filterwarnings("ignore", message="lidvae_ext: no fused kernel")
 LEGACY = Path(__file__).parent / "data" / "legacy_checkpoints"
@@ -63,7 +67,7 @@ MODEL_SPECS = [
 
 def make_model(spec: str, overrides: dict):
     torch.manual_seed(0)
-    return build_from_spec(ModelSpec.parse(spec), DIM, ModelOptions(**{**SMALL, **overrides}), train_x=data())
+    return build_from_spec(parse_spec(spec), DIM, ModelOptions(**{**SMALL, **overrides}), train_x=data())
 
 
 def outputs(model, x):
@@ -115,7 +119,7 @@ def test_checkpoints_of_the_previous_version_still_load(spec):
 
 def test_save_refuses_non_plain_values(tmp_path):
     state = {"format": CHECKPOINT_FORMAT, "options": ModelOptions()}
-    with pytest.raises(TypeError, match=r"checkpoint\['options'\] is a lidvae_ext.training.ModelOptions"):
+    with pytest.raises(TypeError, match=r"checkpoint\['options'\] is a lidvae_ext.core.options.ModelOptions"):
         save_checkpoint(tmp_path / "c.pt", state)
     with pytest.raises(TypeError, match=r"checkpoint\['out'\]\[0\] is a pathlib"):
         check_plain({"out": [Path("x")]}, "checkpoint")

@@ -14,7 +14,7 @@ import torch
 from lidvae_ext import cli
 from lidvae_ext.ops import fused_available
 from lidvae_ext.report import REQUIRED_KEYS
-from lidvae_ext.training import load_checkpoint
+from lidvae_ext.checkpoint import load_checkpoint
 
 warnings.filterwarnings("ignore", message="lidvae_ext: no fused kernel")
 TINY = ["--train-size", "150", "--test-size", "60", "--encoder-hidden", "32", "--decoder-hidden", "32",
@@ -92,12 +92,12 @@ def test_bad_arguments_and_missing_data(tmp_path, capsys):
 
 
 def test_keyboard_interrupt_exit_code(tmp_path, monkeypatch, capsys):
-    from lidvae_ext import experiment
+    from lidvae_ext import runner
 
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(experiment, "run_train", boom)
+    monkeypatch.setattr(runner, "run_train", boom)
     assert cli.main(["train", "--out", str(tmp_path), "--no-progress"]) == 130
     assert f"interrupted before the first checkpoint was written; nothing was saved under {tmp_path}" in \
         capsys.readouterr().err
@@ -247,18 +247,37 @@ def test_unreadable_data_files_are_named(tmp_path, capsys):
     assert not (tmp_path / "run").exists()  # the failed runs left no empty --out behind
 
 
-def test_train_says_how_to_run_text_models(tmp_path, capsys):
-    for argv in (["--model", "lidsvae", "--data", "synthetic-text"], ["--model", "svae"],
-                 ["--model", "vae", "--data", "synthetic-text"]):
-        assert cli.main(["train", *argv, "--out", str(tmp_path / "run")]) == 2
-        line = _error_line(capsys.readouterr().err)
-        assert "train does not serve sentence VAEs" in line and "lidvae-ext compare --data synthetic-text" in line
-        assert "unknown" not in line
+TINY_TEXT = ["--train-size", "96", "--val-size", "32", "--test-size", "32", "--latent-dim", "4", "--embed-dim", "8",
+             "--hidden", "16", "--icnn-hidden", "8", "--iwae-samples", "3", "--epochs", "1", "--no-progress",
+             "--threads", "1"]
+
+
+def test_train_and_evaluate_serve_sentence_models(tmp_path, capsys):
+    """train/evaluate take the same path for every family: a sentence VAE trains without --data (its
+    family's default data) and evaluates to the metrics train reported."""
+    out = tmp_path / "lidsvae"
+    assert cli.main(["train", "--model", "lidsvae-fixed", "--out", str(out), *TINY_TEXT]) == 0
+    trained = json.loads((out / "metrics.json").read_text())
+    assert trained["data"] == "synthetic-text" and trained["latent_dim"] == 4 and "ppl" in trained
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out), "--iwae-samples", "3"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    for key in ("active_units", "kl", "mutual_info", "neg_elbo", "iwae_nll", "ppl"):
+        assert evaluated[key] == trained[key], key
+
+
+def test_models_and_data_of_different_kinds_are_refused(tmp_path, capsys):
+    for argv in (["train", "--model", "vae", "--data", "synthetic-text"],
+                 ["train", "--model", "svae", "--data", "digits"],
+                 ["compare", "--models", "vae,svae"]):
+        assert cli.main([*argv, "--out", str(tmp_path / "run")]) == 2
+        line = _error_line(capsys.readouterr().err, argv[0])
+        assert ("take images" in line or "take text" in line or "mixes" in line) and "unknown" not in line, line
     assert not (tmp_path / "run").exists()
 
 
 def test_interrupt_messages_say_what_is_on_disk(tmp_path, monkeypatch, capsys):
-    from lidvae_ext import experiment
+    from lidvae_ext.runner import run as experiment
 
     real_train = experiment.train
 

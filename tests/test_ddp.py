@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lidvae_ext.models import LIDVAE, VAE
+from lidvae_ext.families.gaussian.models import LIDVAE, VAE
 from lidvae_ext.ops import fused_available
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
@@ -107,14 +107,17 @@ def _single_process_replay(state: dict, world: int) -> torch.nn.Module:
     """The run of ``state`` redone in this process with full-batch gradients: the CLI's data and
     initialization, and each rank's shard drawn with that rank's noise stream, the shards' losses
     summed (scaled as DDP averages them) into one backward and one Adam step per global batch."""
-    from lidvae_ext.experiment import DataOptions
-    from lidvae_ext.training import ModelOptions, ModelSpec, TrainConfig, build_from_spec
+    from lidvae_ext.runner.options import DataOptions
+    from lidvae_ext.core.options import ModelOptions
+    from lidvae_ext.core.spec import ModelSpec
+    from lidvae_ext.training.config import TrainConfig
+    from lidvae_ext.families import parse_spec, build_from_spec
 
     cfg = TrainConfig(**state["train_config"])
     opts = ModelOptions(**state["model_options"])
     train_x = DataOptions(**state["data"]).load(opts.likelihood).train
     torch.manual_seed(cfg.seed)
-    model = build_from_spec(ModelSpec.parse(state["spec"]), train_x.shape[1], opts, train_x=train_x)
+    model = build_from_spec(parse_spec(state["spec"]), train_x.shape[1], opts, train_x=train_x)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     model.train()
     n = train_x.shape[0]
@@ -146,7 +149,7 @@ def test_torchrun_style_cli_training(tmp_path):
     backend = "fused" if FUSED else "reference"
     out = str(tmp_path / "ddp")
     mp.spawn(_cli_worker, args=(2, free_port(), out, backend), nprocs=2, join=True)
-    from lidvae_ext.training import load_checkpoint
+    from lidvae_ext.checkpoint import load_checkpoint
 
     state = load_checkpoint(out)
     assert state["epoch"] == 2 and len(state["history"]) == 2

@@ -7,8 +7,8 @@ from torch import nn
 
 from lidvae_ext import diagnostics
 from lidvae_ext.classical.ppca import PPCA
-from lidvae_ext.models.likelihoods import BernoulliLikelihood, GaussianLikelihood
-from lidvae_ext.models.vae import LatentVariableModel
+from lidvae_ext.core.likelihoods import BernoulliLikelihood, GaussianLikelihood
+from lidvae_ext.core.model import LatentVariableModel
 
 
 class FixedEncoder(nn.Module):
@@ -84,7 +84,7 @@ def test_linear_gaussian_exact_posterior_matches_ppca():
 
 
 def test_diagnose_runs_on_lidvae_and_rejects_unknown_likelihood():
-    from lidvae_ext.models import LIDVAE
+    from lidvae_ext.families.gaussian.models import LIDVAE
 
     torch.manual_seed(0)
     model = LIDVAE(8, 3, encoder_hidden=(16,), icnn_hidden=8, strong_convexity=0.5, beta="random")
@@ -97,7 +97,7 @@ def test_diagnose_runs_on_lidvae_and_rejects_unknown_likelihood():
 
 def test_jacobian_matches_autograd_on_a_lid_decoder_with_jumps():
     """The leaky-ReLU Brenier map jumps across hidden kinks; the FD Jacobian must still be the a.e. derivative."""
-    from lidvae_ext.models import LIDVAE
+    from lidvae_ext.families.gaussian.models import LIDVAE
 
     torch.manual_seed(0)
     model = LIDVAE(9, 3, encoder_hidden=(8,), icnn_hidden=6, strong_convexity=0.2, beta="random",

@@ -9,8 +9,8 @@ from torch import nn
 import lidvae_ext
 from lidvae_ext import LIDDecoder, diagnose_vae, evaluate_vae, principal_directions
 from lidvae_ext.diagnostics import diagnose
-from lidvae_ext.metrics import evaluate
-from lidvae_ext.models import VAE
+from lidvae_ext.families.gaussian.metrics import evaluate
+from lidvae_ext.families.gaussian.models import VAE
 from lidvae_ext.nn import DEFAULT_ALPHA, DEFAULT_BETA
 
 

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from lidvae_ext import cli, training
-from lidvae_ext.data import validation_split
+from lidvae_ext.data.dataset import validation_split
 from lidvae_ext.errors import CheckpointError
-from lidvae_ext.models import VAE
-from lidvae_ext.training import TrainConfig, load_checkpoint, train
+from lidvae_ext.families.gaussian.models import VAE
+from lidvae_ext.training import TrainConfig
+from lidvae_ext.checkpoint import load_checkpoint
+from lidvae_ext.training import train
 
 SCRIPT = [5.0, 4.0, 3.0, 3.5, 3.6, 3.7, 2.0, 1.0]  # best at epoch 3, then stale
 
@@ -33,7 +35,7 @@ def scripted(monkeypatch, start=0):
         calls["n"] += 1
         return SCRIPT[calls["n"] - 1]
 
-    monkeypatch.setattr(training, "validation_loss", fake)
+    monkeypatch.setattr(training.loop, "validation_loss", fake)  # the name the loop calls
     return calls
 
 

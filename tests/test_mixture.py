@@ -10,12 +10,18 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Normal
 
-from lidvae_ext import cli, metrics
-from lidvae_ext import metrics_mixture as mm
-from lidvae_ext.models import GMVAE, LIDGMVAE, build_model
-from lidvae_ext.models.mixture import gaussian_kl_diag
+from lidvae_ext import cli
+from lidvae_ext.families.mixture import metrics as mm
+from lidvae_ext.families.mixture.models import GMVAE, LIDGMVAE
+from lidvae_ext.families import parse_spec, build_model
+from lidvae_ext.families.mixture.models import gaussian_kl_diag
 from lidvae_ext.report import REQUIRED_KEYS
-from lidvae_ext.training import ModelOptions, ModelSpec, TrainConfig, build_from_spec, load_checkpoint, train
+from lidvae_ext.core.options import ModelOptions
+from lidvae_ext.core.spec import ModelSpec
+from lidvae_ext.training import TrainConfig
+from lidvae_ext.families import build_from_spec
+from lidvae_ext.checkpoint import load_checkpoint
+from lidvae_ext.training import train
 from mixture_bounds import assert_iwae_brackets_nll
 
 warnings.filterwarnings("ignore", message="lidvae_ext: no fused kernel")
@@ -142,13 +148,13 @@ def test_evaluate_mixture_collapsed_and_uniform_clusters():
     x = torch.rand(50, 6, dtype=torch.float64)
     labels = torch.arange(50) % 3
     _rig_cluster_encoder(model, [30.0, 0.0, 0.0, 0.0])  # all mass on cluster 0
-    m = metrics.evaluate(model, x, labels=labels, iwae_samples=3, prepare_targets=False)
+    m = mm.evaluate_mixture(model, x, labels=labels, iwae_samples=3, prepare_targets=False)
     assert m["clusters"] == 4 and m["active_clusters"] == 1
     assert abs(m["kl_y"] - math.log(4)) < 1e-6 and abs(m["cluster_entropy"]) < 1e-6 and abs(m["mutual_info_y"]) < 1e-6
     assert abs(m["cluster_accuracy"] - 17 / 50) < 1e-12  # one cluster → the majority label's share
     assert abs(m["kl"] - (m["kl_z"] + m["kl_y"])) < 1e-9 and len(m["kl_per_dim"]) == 2
     _rig_cluster_encoder(model, [0.0, 0.0, 0.0, 0.0])  # q(y|x) uniform: every cluster "used", none informative
-    m = metrics.evaluate(model, x, labels=None, iwae_samples=3, prepare_targets=False)
+    m = mm.evaluate_mixture(model, x, labels=None, iwae_samples=3, prepare_targets=False)
     assert m["active_clusters"] == 4 and abs(m["kl_y"]) < 1e-9 and m["cluster_accuracy"] is None
     assert abs(m["cluster_entropy"] - math.log(4)) < 1e-9 and abs(m["mutual_info_y"]) < 1e-9
     # E_q[z|x] is the q(y|x)-weighted component mean
@@ -172,7 +178,7 @@ def test_within_cluster_active_units_ignore_cluster_only_variation():
         return torch.log_softmax(logits, -1), mean, torch.zeros(2, n, 2)
 
     model.encode_mixture = encode_mixture
-    m = metrics.evaluate(model, x, iwae_samples=2, prepare_targets=False, batch_size=64)
+    m = mm.evaluate_mixture(model, x, iwae_samples=2, prepare_targets=False, batch_size=64)
     assert m["active_units"] == 2 and m["active_units_within_cluster"] == 0
     for key in REQUIRED_KEYS[:-1]:
         assert key in m
@@ -210,19 +216,19 @@ def test_lidgmvae_fused_matches_reference(beta):
 def test_specs_share_the_lidvae_decoder_options():
     opts = ModelOptions(latent_dim=3, encoder_hidden=(16,), icnn_hidden=8, icnn_layers=3, strong_convexity=0.3,
                         beta="learned", backend="reference", clusters=5)
-    lidvae = build_from_spec(ModelSpec.parse("lidvae"), 12, opts)
-    lid = build_from_spec(ModelSpec.parse("lidgmvae"), 12, opts)
+    lidvae = build_from_spec(parse_spec("lidvae"), 12, opts)
+    lid = build_from_spec(parse_spec("lidgmvae"), 12, opts)
     assert isinstance(lid, LIDGMVAE) and lid.clusters == 5
     for key in ("icnn_hidden", "icnn_layers", "strong_convexity", "beta", "backend"):
         assert lid.config[key] == lidvae.config[key], key
     assert repr(lid.decoder) == repr(lidvae.decoder)
-    assert build_from_spec(ModelSpec.parse("lidgmvae-alpha0"), 12, opts).config["strong_convexity"] == 0.0
-    beta_gm = build_from_spec(ModelSpec.parse("betagmvae0.2"), 12, opts)
+    assert build_from_spec(parse_spec("lidgmvae-alpha0"), 12, opts).config["strong_convexity"] == 0.0
+    beta_gm = build_from_spec(parse_spec("betagmvae0.2"), 12, opts)
     assert isinstance(beta_gm, GMVAE) and beta_gm.kl_weight == 0.2 and beta_gm.clusters == 5
     with pytest.raises(ValueError, match="alpha0"):
-        ModelSpec.parse("gmvae-alpha0")
+        parse_spec("gmvae-alpha0")
     with pytest.raises(ValueError, match="clusters"):
-        build_from_spec(ModelSpec.parse("gmvae"), 12, ModelOptions(latent_dim=3, clusters=0))
+        build_from_spec(parse_spec("gmvae"), 12, ModelOptions(latent_dim=3, clusters=0))
 
 
 def test_bad_shapes_and_arguments():
@@ -234,7 +240,7 @@ def test_bad_shapes_and_arguments():
     with pytest.raises(ValueError, match="clusters"):
         GMVAE(6, 2, 0)
     with pytest.raises(ValueError, match="labels has 3 entries for 4"):
-        metrics.evaluate(model, torch.rand(4, 6, dtype=torch.float64), labels=torch.zeros(3))
+        mm.evaluate_mixture(model, torch.rand(4, 6, dtype=torch.float64), labels=torch.zeros(3))
     with pytest.raises(ValueError, match="out_dim >= latent_dim"):
         LIDGMVAE(3, 4, 2, backend="reference")
 
@@ -343,8 +349,8 @@ def test_active_units_count_a_variance_equal_to_the_threshold():
 
     model.encode_mixture = encode_mixture
     kw = dict(iwae_samples=2, prepare_targets=False)
-    m = metrics.evaluate(model, x, au_threshold=0.5, **kw)
+    m = mm.evaluate_mixture(model, x, au_threshold=0.5, **kw)
     assert m["au_variance"] == [0.5, 0.5]
     assert m["active_units"] == 2 and m["active_units_within_cluster"] == 2
-    m = metrics.evaluate(model, x, au_threshold=math.nextafter(0.5, 1.0), **kw)
+    m = mm.evaluate_mixture(model, x, au_threshold=math.nextafter(0.5, 1.0), **kw)
     assert m["active_units"] == 0 and m["active_units_within_cluster"] == 0

@@ -9,10 +9,16 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Normal
 
-from lidvae_ext import metrics_mixture as mm
-from lidvae_ext.models import GMVAE, LIDGMVAE, build_model
-from lidvae_ext.models.flow import AdditiveCoupling, VolumePreservingFlow
-from lidvae_ext.training import ModelOptions, ModelSpec, TrainConfig, build_from_spec, load_checkpoint, train
+from lidvae_ext.families.mixture import metrics as mm
+from lidvae_ext.families.mixture.models import GMVAE, LIDGMVAE
+from lidvae_ext.families import parse_spec, build_model
+from lidvae_ext.families.mixture.flow import AdditiveCoupling, VolumePreservingFlow
+from lidvae_ext.core.options import ModelOptions
+from lidvae_ext.core.spec import ModelSpec
+from lidvae_ext.training import TrainConfig
+from lidvae_ext.families import build_from_spec
+from lidvae_ext.checkpoint import load_checkpoint
+from lidvae_ext.training import train
 from mixture_bounds import assert_iwae_brackets_nll
 
 warnings.filterwarnings("ignore", message="lidvae_ext: no fused kernel")
@@ -168,16 +174,16 @@ def test_flow_moments_and_metrics():
 def test_flow_spec_options_checkpoint_and_resume(tmp_path):
     opts = ModelOptions(latent_dim=3, encoder_hidden=(16,), decoder_hidden=(16,), icnn_hidden=8, backend="reference",
                         clusters=4, binarize=True, beta="fixed")
-    assert build_from_spec(ModelSpec.parse("gmvae"), 12, opts).flow is None
-    assert isinstance(build_from_spec(ModelSpec.parse("gmvae-flow"), 12, opts).flow, VolumePreservingFlow)
-    assert build_from_spec(ModelSpec.parse("lidgmvae-fixed-flow"), 12, opts).config["flow"] is True
-    assert build_from_spec(ModelSpec.parse("lidgmvae"), 12, ModelOptions(**{**opts.__dict__, "flow": True})).flow
+    assert build_from_spec(parse_spec("gmvae"), 12, opts).flow is None
+    assert isinstance(build_from_spec(parse_spec("gmvae-flow"), 12, opts).flow, VolumePreservingFlow)
+    assert build_from_spec(parse_spec("lidgmvae-fixed-flow"), 12, opts).config["flow"] is True
+    assert build_from_spec(parse_spec("lidgmvae"), 12, ModelOptions(**{**opts.__dict__, "flow": True})).flow
     with pytest.raises(ValueError, match="flow for the mixture models"):
-        ModelSpec.parse("lidvae-flow")
+        parse_spec("lidvae-flow")
 
     def make():
         torch.manual_seed(0)
-        return build_from_spec(ModelSpec.parse("lidgmvae-fixed-flow"), 12, opts)
+        return build_from_spec(parse_spec("lidgmvae-fixed-flow"), 12, opts)
 
     x = torch.rand(64, 12)
     cfg = lambda e: TrainConfig(epochs=e, batch_size=32, lr=3e-3, progress=False)  # noqa: E731

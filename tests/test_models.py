@@ -9,15 +9,13 @@ import torch
 from torch import nn
 
 from lidvae_ext import LIDDecoder
-from lidvae_ext.models import (
-    LIDVAE,
-    VAE,
-    BernoulliLikelihood,
-    GaussianLikelihood,
-    GaussianMLPEncoder,
-    build_model,
-)
-from lidvae_ext.training import ModelOptions, ModelSpec, build_from_spec, parse_model_list
+from lidvae_ext.families.gaussian.models import LIDVAE, VAE
+from lidvae_ext.core.likelihoods import BernoulliLikelihood, GaussianLikelihood
+from lidvae_ext.core.encoder import GaussianMLPEncoder
+from lidvae_ext.families import parse_spec, build_model
+from lidvae_ext.core.options import ModelOptions
+from lidvae_ext.core.spec import ModelSpec
+from lidvae_ext.families import build_from_spec, parse_model_list
 
 warnings.filterwarnings("ignore", message="lidvae_ext: no fused kernel")
 
@@ -157,26 +155,26 @@ def test_build_model_roundtrip(make):
 
 
 def test_model_specs():
-    s = ModelSpec.parse("lidvae-alpha0.1")
+    s = parse_spec("lidvae-alpha0.1")
     assert (s.model, s.strong_convexity, s.kl_weight) == ("lidvae", 0.1, 1.0)
-    s = ModelSpec.parse("betavae0.5")
+    s = parse_spec("betavae0.5")
     assert (s.model, s.kl_weight) == ("vae", 0.5)
-    s = ModelSpec.parse("lidvae-alpha0-learned-kl2")
+    s = parse_spec("lidvae-alpha0-learned-kl2")
     assert (s.strong_convexity, s.beta, s.kl_weight) == (0.0, "learned", 2.0)
     for bad in ("gan", "vae-alpha0.1", "lidvae-foo", "betavae"):
         with pytest.raises(ValueError):
-            ModelSpec.parse(bad)
+            parse_spec(bad)
     assert [x.name for x in parse_model_list("vae,lidvae,lidvae-alpha0.1,betavae0.5")] == [
         "vae", "lidvae", "lidvae-alpha0.1", "betavae0.5"]
     with pytest.raises(ValueError):
         parse_model_list("vae,vae")
     opts = ModelOptions(latent_dim=3, encoder_hidden=(8,), decoder_hidden=(8,), icnn_hidden=8,
                         strong_convexity=0.2, backend="reference")
-    m = build_from_spec(ModelSpec.parse("lidvae"), 12, opts, train_x=torch.rand(20, 12))
+    m = build_from_spec(parse_spec("lidvae"), 12, opts, train_x=torch.rand(20, 12))
     assert m.config["strong_convexity"] == 0.2  # run default
-    m = build_from_spec(ModelSpec.parse("lidvae-alpha0-fixed"), 12, opts)
+    m = build_from_spec(parse_spec("lidvae-alpha0-fixed"), 12, opts)
     assert m.config["strong_convexity"] == 0.0  # explicit override
-    m = build_from_spec(ModelSpec.parse("betavae0.5"), 12, opts)
+    m = build_from_spec(parse_spec("betavae0.5"), 12, opts)
     assert isinstance(m, VAE) and m.kl_weight == 0.5
 
 

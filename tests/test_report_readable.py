@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from lidvae_ext import cli, report
-from lidvae_ext import report_readable as readable
-from lidvae_ext.metrics import mutual_information_per_dim
+from lidvae_ext.report import readable
+from lidvae_ext.families.mixture.figures import plot_cluster_traversals
+from lidvae_ext.core.metrics import mutual_information_per_dim
 
 
 def _model(var, mi=1.0, nll=100.0):
@@ -115,7 +116,8 @@ def test_diagnosis_sorts_inactive_dimensions_by_cause():
 
 
 def test_traversal_figures_only_where_they_apply(tmp_path):
-    from lidvae_ext.models import GMVAE, VAE
+    from lidvae_ext.families.mixture.models import GMVAE
+    from lidvae_ext.families.gaussian.models import VAE
 
     torch.manual_seed(0)
     x = (torch.rand(40, 16) < 0.4).float()
@@ -123,7 +125,7 @@ def test_traversal_figures_only_where_they_apply(tmp_path):
     gm = GMVAE(16, 3, 2, encoder_hidden=(8,), decoder_hidden=(8,))
     rep = {"vae": _model([0.5, 0.2, 0.001])}
     assert readable.plot_traversals({"vae": vae}, x, rep, None, tmp_path / "t.png") is None  # not images
-    assert readable.plot_cluster_traversals({"vae": vae}, x, (4, 4), tmp_path / "c.png") is None  # no mixture
+    assert plot_cluster_traversals({}, x, (4, 4), tmp_path / "c.png") is None  # no mixture model: no figure
     assert readable.plot_traversals({"vae": vae}, x, rep, (4, 4), tmp_path / "t.png").stat().st_size > 1000
-    out = readable.plot_cluster_traversals({"gmvae": gm}, x, (4, 4), tmp_path / "c.png", top=2, bottom=1)
+    out = plot_cluster_traversals({"gmvae": gm}, x, (4, 4), tmp_path / "c.png", top=2, bottom=1)
     assert out is not None and out.stat().st_size > 1000

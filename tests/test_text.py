@@ -8,25 +8,12 @@ import math
 import pytest
 import torch
 
-from lidvae_ext.metrics_text import evaluate_text, iwae_log_likelihood, linear_r2, perplexity, predicted_tokens
-from lidvae_ext.models import build_model
-from lidvae_ext.models.sequence import LIDSVAE, SVAE, token_pca_basis, trim_padding
+from lidvae_ext.families.sentence.metrics import evaluate_text, iwae_log_likelihood, linear_r2, perplexity, predicted_tokens
+from lidvae_ext.families import build_model
+from lidvae_ext.families.sentence.models import LIDSVAE, SVAE, token_pca_basis, trim_padding
 from lidvae_ext.ops import fused_available
-from lidvae_ext.text import (
-    BOS_ID,
-    EOS_ID,
-    PAD_ID,
-    SyntheticTextConfig,
-    Vocabulary,
-    check_tokens,
-    generate_synthetic_text,
-    load_text_dataset,
-    pad_sequences,
-    read_text_file,
-    read_wordnet_examples,
-    tokenize,
-)
-from lidvae_ext.text.corpus import WORDNET_DIR, WORDNET_FILES
+from lidvae_ext.data.text import BOS_ID, check_tokens, EOS_ID, generate_synthetic_text, load_text_dataset, PAD_ID, pad_sequences, read_text_file, read_wordnet_examples, SyntheticTextConfig, tokenize, Vocabulary
+from lidvae_ext.data.text.corpus import WORDNET_DIR, WORDNET_FILES
 
 V = 12  # tiny vocabulary: 4 specials + 8 words
 
@@ -343,8 +330,8 @@ def test_elbo_perplexity_by_hand():
     """elbo_ppl = exp(Σ_x −ELBO(x) / Σ_x |x|), |x| = the words and </s> of x: recomputed from a
     −ELBO estimate drawn with the same noise (the generator after the MI draw) and tokens counted
     by hand."""
-    from lidvae_ext import metrics
-    from lidvae_ext.text.vocab import PAD_ID as pad
+    from lidvae_ext.core import metrics
+    from lidvae_ext.data.text.vocab import PAD_ID as pad
 
     ds = load_text_dataset("synthetic-text", train_size=40, val_size=5, test_size=9, vocab_size=60)
     torch.manual_seed(0)
@@ -400,7 +387,7 @@ def test_cli_compare_text_and_resume(tmp_path, capsys):
     assert main(["compare", "--data", str(bad), "--out", str(tmp_path / "b"), "--no-progress"]) == 2
     assert "not valid UTF-8" in capsys.readouterr().err
     assert main(["compare", "--data", "synthetic-text", "--models", "vae", "--out", str(tmp_path / "c")]) == 2
-    assert "unknown text model 'vae'" in capsys.readouterr().err
+    assert "models 'vae' take images, but --data 'synthetic-text' is text data" in capsys.readouterr().err
 
 
 def test_text_throughput_benchmark_runs():
@@ -419,13 +406,13 @@ def test_text_throughput_benchmark_runs():
 
 
 def test_text_model_specs():
-    from lidvae_ext.experiment_text import parse_text_models
+    from lidvae_ext.families import parse_model_list as parse_text_models
 
     specs = parse_text_models("svae,lidsvae-fixed-alpha2,lidsvae-pca,betasvae0.2")
     assert [(s.model, s.beta, s.strong_convexity, s.kl_weight) for s in specs] == [
         ("svae", None, None, 1.0), ("lidsvae", "fixed", 2.0, 1.0), ("lidsvae", "pca", None, 1.0),
         ("svae", None, None, 0.2)]
-    with pytest.raises(ValueError, match="LIDSVAE-only"):
+    with pytest.raises(ValueError, match="for the LID models only"):
         parse_text_models("svae-pca")
     with pytest.raises(ValueError, match="distinct"):
         parse_text_models("svae,svae")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lidvae_ext.models.sequence import LIDSVAE, SVAE
-from lidvae_ext.text.vocab import UNK_ID
+from lidvae_ext.families.sentence.models import LIDSVAE, SVAE
+from lidvae_ext.data.text.vocab import UNK_ID
 
 V = 12
 
@@ -67,7 +67,7 @@ def test_homotopy_of_a_decoder_that_ignores_z_is_constant():
 
 
 def test_homotopy_ends_prefer_known_words():
-    from lidvae_ext.experiment_text import homotopy_ends
+    from lidvae_ext.families.sentence.display import homotopy_ends
 
     x = torch.tensor([[1, 3, 3, 2, 0], [1, 5, 2, 0, 0], [1, 5, 6, 7, 2], [1, 5, 3, 6, 2], [1, 8, 9, 10, 2]])
     torch.testing.assert_close(homotopy_ends(x), x[[2, 4]])  # three known words each, no <unk>

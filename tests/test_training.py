@@ -9,8 +9,11 @@ import pytest
 import torch
 
 from lidvae_ext import training
-from lidvae_ext.models import VAE
-from lidvae_ext.training import TrainConfig, load_checkpoint, save_checkpoint, train
+from lidvae_ext.checkpoint import CHECKPOINT_FORMAT
+from lidvae_ext.families.gaussian.models import VAE
+from lidvae_ext.training import TrainConfig
+from lidvae_ext.checkpoint import load_checkpoint, save_checkpoint
+from lidvae_ext.training import train
 
 
 def data(n=96, d=12, seed=0):
@@ -78,7 +81,7 @@ def test_ctrl_c_keeps_last_checkpoint(tmp_path):
 
 def test_interrupted_save_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, {"format": training.CHECKPOINT_FORMAT, "value": 1})
+    save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "value": 1})
     real_save = torch.save
 
     def torn_save(obj, fh, *a, **k):
@@ -87,7 +90,7 @@ def test_interrupted_save_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", torn_save)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(path, {"format": training.CHECKPOINT_FORMAT, "value": 2})
+        save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "value": 2})
     monkeypatch.setattr(torch, "save", real_save)
     assert torch.load(path, weights_only=True)["value"] == 1  # the old file, whole (not a full checkpoint)
     assert os.listdir(tmp_path) == ["checkpoint.pt"]
@@ -128,15 +131,15 @@ def test_epoch_active_units_are_per_latent_dimension_and_count_the_threshold():
     assert var.tolist() == [0.25, 0.0, 49.0]  # exact in binary
     x = torch.arange(5, dtype=torch.float64)[:, None]
     model = _TableEncoder(table)
-    assert training._active_units(model, x, 0.1) == 2  # dims 0 and 2; column 1 is constant
-    assert training._active_units(model, x, float(var[0])) == 2  # Var = t counts
-    assert training._active_units(model, x, math.nextafter(float(var[0]), 1.0)) == 1
-    assert training._active_units(model, x, 100.0) == 0 and float(var[2]) < 100.0
+    assert training.held_out_active_units(model, x, 0.1) == 2  # dims 0 and 2; column 1 is constant
+    assert training.held_out_active_units(model, x, float(var[0])) == 2  # Var = t counts
+    assert training.held_out_active_units(model, x, math.nextafter(float(var[0]), 1.0)) == 1
+    assert training.held_out_active_units(model, x, 100.0) == 0 and float(var[2]) < 100.0
 
 
 def test_history_active_units_match_the_metric_on_the_trained_model(tmp_path):
     """Each epoch's recorded AU equals metrics.active_units of that epoch's model on the same held-out data."""
-    from lidvae_ext import metrics
+    from lidvae_ext.core import metrics
 
     model = make_model()
     val = data(40, seed=1)

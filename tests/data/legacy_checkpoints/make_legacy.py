@@ -8,7 +8,11 @@ is imported: ``python make_legacy.py OUT``; then copy OUT/<spec>/checkpoint.pt t
 import dataclasses, sys, torch, warnings
 warnings.filterwarnings("ignore")
 import lidvae_ext
-from lidvae_ext.training import ModelOptions, ModelSpec, TrainConfig, build_from_spec, train
+from lidvae_ext.core.options import ModelOptions
+from lidvae_ext.core.spec import ModelSpec
+from lidvae_ext.training.config import TrainConfig
+from lidvae_ext.families import parse_spec, build_from_spec
+from lidvae_ext.training.loop import train
 assert "site-packages" in lidvae_ext.__file__
 out = sys.argv[1]
 g = torch.Generator().manual_seed(0)
@@ -16,7 +20,7 @@ x = (torch.rand(64, 3, generator=g) @ torch.rand(3, 10, generator=g) / 3).clamp(
 for spec, opts in [("vae", ModelOptions(latent_dim=2, encoder_hidden=(8,), decoder_hidden=(8,), binarize=True)),
                    ("lidvae-learned", ModelOptions(latent_dim=2, encoder_hidden=(8,), icnn_hidden=4, likelihood="gaussian", learn_std=True))]:
     torch.manual_seed(0)
-    model = build_from_spec(ModelSpec.parse(spec), 10, opts)
+    model = build_from_spec(parse_spec(spec), 10, opts)
     extra = {"data": {"name": "legacy.npy", "data_dir": None, "train_size": None, "test_size": None, "seed": 0},
              "spec": spec, "model_options": dataclasses.asdict(opts)}
     train(model, x, TrainConfig(epochs=2, batch_size=32, progress=False), f"{out}/{spec}", extra_state=extra)
