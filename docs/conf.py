@@ -12,6 +12,8 @@ installed package by accident.
 
 from __future__ import annotations
 
+import inspect
+import re
 from pathlib import Path
 
 import lidvae_ext
@@ -75,6 +77,28 @@ def _require_docstring(app, what, name, obj, options, lines) -> None:
                  what, name, type="lidvae_ext", subtype="missing_docstring")
 
 
+def _check_parameters(app, what, name, obj, options, lines) -> None:
+    """Warn for a ``Parameters`` entry (napoleon's ``:param x:``) that names no argument of ``obj``.
+
+    Catches the NumPy section that drifted from the signature (an argument renamed or removed).
+    A signature with ``**kwargs`` may document the keywords it forwards.
+    """
+    if what not in ("function", "method", "class", "exception"):
+        return
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for line in lines:
+        match = re.match(r":param\s+(?:\S+\s+)?([\\*\w]+):", line)
+        if match and match.group(1).replace("\\", "").lstrip("*") not in params:
+            _log.warning("%s %s documents a parameter %r that its signature %s does not have",
+                         what, name, match.group(1), inspect.signature(obj),
+                         type="lidvae_ext", subtype="unknown_parameter")
+
+
 def _skip_imported(app, what, name, obj, skip, options):
     """Skip names a module imported from elsewhere (``Tensor`` in ``nn``): they are not its API."""
     if what == "module" and isinstance(obj, type) and not obj.__module__.startswith("lidvae_ext"):
@@ -83,5 +107,7 @@ def _skip_imported(app, what, name, obj, skip, options):
 
 
 def setup(app) -> None:
-    app.connect("autodoc-process-docstring", _require_docstring)
+    # after napoleon (priority 500) has turned the NumPy sections into field lists
+    app.connect("autodoc-process-docstring", _require_docstring, priority=600)
+    app.connect("autodoc-process-docstring", _check_parameters, priority=600)
     app.connect("autodoc-skip-member", _skip_imported)
