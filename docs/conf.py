@@ -42,7 +42,6 @@ nitpick_ignore = [] if (Path(__file__).parent / "architecture.md").exists() else
 
 # MyST: `#anchor` links in the .md files resolve to headings up to level 4 (GitHub's slugs).
 myst_heading_anchors = 4
-myst_enable_extensions = ["dollarmath"]
 
 # NumPy-style docstrings (the project's style); Google style off so that a malformed NumPy
 # section is not silently read as something else.
