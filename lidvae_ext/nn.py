@@ -96,7 +96,7 @@ class ICNN(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Input weights like ``nn.Linear``; effective W_l ~ |N(0, 1/H)|."""
+        """Input weights like ``nn.Linear``; effective W_l ~ \\|N(0, 1/H)\\|."""
         bound = 1.0 / math.sqrt(self.dim)
         self.A.uniform_(-bound, bound)
         self.b.uniform_(-bound, bound)
@@ -125,6 +125,7 @@ class ICNN(nn.Module):
         return psi.reshape(y.shape[:-1])
 
     def forward(self, y: Tensor) -> Tensor:
+        """ψ(y), the same as :meth:`potential`: shape (...) for ``y`` of shape (..., dim)."""
         return self.potential(y)
 
     def extra_repr(self) -> str:
@@ -230,6 +231,7 @@ class BrenierMap(nn.Module):
 
     @property
     def dim(self) -> int:
+        """The input (and output) width d of the map."""
         return self.icnn.dim
 
     def potential_and_map(self, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -313,6 +315,13 @@ class InjectiveLinear(nn.Module):
         return q * (signs * self.log_scale.exp())
 
     def forward(self, z: Tensor) -> Tensor:
+        """β·z for ``z`` of shape (..., in_features); returns (..., out_features).
+
+        Raises
+        ------
+        ValueError
+            When the last dimension of ``z`` is not ``in_features``.
+        """
         if z.shape[-1] != self.in_features:
             raise ValueError(f"z must have shape (..., {self.in_features}), got {tuple(z.shape)}")
         if self.mode == "fixed":
@@ -434,6 +443,7 @@ class OrthonormalEmbedding(nn.Module):
             return y - ((y @ v) @ t) @ v.t()
 
     def scale_signs(self, u: Tensor) -> Tensor:
+        """``u`` times the fixed signs of the basis (elementwise over the last dimension)."""
         return u * self.signs.to(u.dtype)
 
     def weight(self) -> Tensor:
@@ -653,6 +663,12 @@ class LIDDecoder(nn.Module):
         return self
 
     def forward(self, z: Tensor) -> Tensor:
+        """The decoder output ∇ψ₂(β·∇ψ₁(z)): (..., out_dim) for ``z`` of shape (..., latent_dim).
+
+        With a fixed β the data map runs on the zero-padded path (the kernels skip the zero
+        columns): ``"fixed"`` is that path alone, ``"random"`` and ``"pca"`` rotate its output
+        by Q; a learned β is applied to ∇ψ₁(z) first and the data map runs unpadded.
+        """
         latent = self.latent_map(z)
         if self.beta.mode == "fixed":  # β = [I; 0]: let the kernel skip the zero columns
             return self.data_map.map_zero_padded(latent)
