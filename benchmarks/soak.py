@@ -5,7 +5,7 @@ Trains, for ``--steps`` optimizer steps each (default 20 000):
 * ``C1``: the C1 decoder of ``cases.py`` (LIDDecoder B=128 K=64 D=784 H=512 L=2,
   Bernoulli cross-entropy on fixed random targets), Adam on every parameter;
 * ``lidvae``: the default model of ``lidvae-ext compare`` that has the fused
-  decoder (LIDVAE with the default :class:`lidvae_ext.training.ModelOptions`,
+  decoder (LIDVAE with the default :class:`lidvae_ext.core.options.ModelOptions`,
   β fitted by PCA) on the digits data, the training step of
   :func:`lidvae_ext.training.train` (dynamic binarization, ``loss.backward()``,
   Adam), batches of 128 cycling over reshuffled epochs.
@@ -41,10 +41,9 @@ import torch
 import torch.nn.functional as F
 
 import lidvae_ext
-from lidvae_ext.runner.options import DataOptions
 from lidvae_ext.core.options import ModelOptions
-from lidvae_ext.core.spec import ModelSpec
-from lidvae_ext.families import parse_spec, build_from_spec
+from lidvae_ext.families import build_from_spec, parse_spec
+from lidvae_ext.runner.options import DataOptions
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cases import CASES, make_workload  # noqa: E402

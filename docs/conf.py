@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import re
-from pathlib import Path
 
 import lidvae_ext
 from sphinx.util import logging
@@ -35,11 +34,6 @@ root_doc = "index"
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build"]
 
-# docs/architecture.md (layers, families, import rules) is written with the issue-22 restructure on
-# another branch; until it is merged, the index's link to it is the one link allowed to dangle. Once
-# the file exists this list is empty and a broken link to it fails the build like any other.
-nitpick_ignore = [] if (Path(__file__).parent / "architecture.md").exists() else [("myst", "architecture.md")]
-
 # MyST: `#anchor` links in the .md files resolve to headings up to level 4 (GitHub's slugs).
 myst_heading_anchors = 4
 
@@ -48,6 +42,9 @@ myst_heading_anchors = 4
 napoleon_numpy_docstring = True
 napoleon_google_docstring = False
 napoleon_use_rtype = False
+# a class's "Attributes" section as :ivar: fields, so that a dataclass field is not described twice
+# (once by the section, once as the attribute autodoc lists)
+napoleon_use_ivar = True
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"

@@ -1,6 +1,6 @@
 """The project's collapse metrics and diagnostics for a VAE the user wrote.
 
-:func:`lidvae_ext.metrics.evaluate` and :func:`lidvae_ext.diagnostics.diagnose`
+:func:`lidvae_ext.families.gaussian.metrics.evaluate` and :func:`lidvae_ext.diagnostics.diagnose`
 take the project's model classes. A user who dropped a :class:`~lidvae_ext.LIDDecoder`
 into their own VAE (plain PyTorch, Pyro, pythae, Lightning) has instead an
 encoder and a decoder; :func:`evaluate_vae` and :func:`diagnose_vae` take
@@ -57,7 +57,7 @@ def _as_module(name: str, part: Any) -> nn.Module:
 def wrap_vae(encoder: Callable[[Tensor], tuple[Tensor, Tensor]], decoder: Callable[[Tensor], Tensor],
              data_dim: int, latent_dim: int, likelihood: str = "bernoulli", *, binarize: bool = False,
              gaussian_std: float = 0.1) -> LatentVariableModel:
-    """A :class:`~lidvae_ext.models.LatentVariableModel` view of a user's encoder and decoder.
+    """A :class:`~lidvae_ext.core.model.LatentVariableModel` view of a user's encoder and decoder.
 
     Parameters
     ----------
@@ -116,12 +116,12 @@ def evaluate_vae(encoder: Callable[[Tensor], tuple[Tensor, Tensor]], decoder: Ca
     thresholds : sequence of float, default (0.01, 0.1)
         Active-unit thresholds on Var_x(E_q[z_d|x]); the first is ``active_units``.
     iwae_samples, mi_samples, batch_size, seed
-        As for :func:`lidvae_ext.metrics.evaluate` (every draw is seeded).
+        As for :func:`lidvae_ext.families.gaussian.metrics.evaluate` (every draw is seeded).
 
     Returns
     -------
     dict
-        :func:`lidvae_ext.metrics.evaluate`'s keys (``active_units``, ``au_variance``,
+        :func:`lidvae_ext.families.gaussian.metrics.evaluate`'s keys (``active_units``, ``au_variance``,
         ``kl``, ``kl_per_dim``, ``mutual_info``, ``neg_elbo``, ``iwae_nll``, ...) plus
         ``active_units_at`` {``"%g" % t``: count} for every threshold.
     """

@@ -6,15 +6,12 @@ import pytest
 import torch
 
 from lidvae_ext import ops, reference
-from lidvae_ext.families.gaussian.models import LIDVAE
-from lidvae_ext.families import parse_spec, build_model
-from lidvae_ext.nn import LIDDecoder, complete_orthonormal, fit_beta, random_orthonormal
-from lidvae_ext.core.options import ModelOptions
-from lidvae_ext.core.spec import ModelSpec
-from lidvae_ext.families import build_from_spec, model_from_checkpoint
 from lidvae_ext.checkpoint import load_checkpoint
-from lidvae_ext.training import train
-from lidvae_ext.training import TrainConfig
+from lidvae_ext.core.options import ModelOptions
+from lidvae_ext.families import build_from_spec, build_model, model_from_checkpoint, parse_spec
+from lidvae_ext.families.gaussian.models import LIDVAE
+from lidvae_ext.nn import LIDDecoder, complete_orthonormal, fit_beta, random_orthonormal
+from lidvae_ext.training import TrainConfig, train
 
 needs_fused = pytest.mark.skipif(not ops.fused_available("cpu"), reason="compiled extension not built")
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
-import os
 import dataclasses
+import os
 import pickle
 import random
 import subprocess
@@ -18,19 +18,11 @@ import torch
 
 import lidvae_ext
 from lidvae_ext import CheckpointError, TrainingDiverged, cli
-from lidvae_ext.families import model_from_checkpoint
-from lidvae_ext.checkpoint import (
-    CHECKPOINT_FORMAT,
-    check_plain,
-    load_checkpoint,
-    save_checkpoint,
-)
-from lidvae_ext.runner.run import data_from_checkpoint
+from lidvae_ext.checkpoint import CHECKPOINT_FORMAT, check_plain, load_checkpoint, save_checkpoint
 from lidvae_ext.core.options import ModelOptions
-from lidvae_ext.core.spec import ModelSpec
-from lidvae_ext.training import TrainConfig
-from lidvae_ext.families import parse_spec, build_from_spec
-from lidvae_ext.training import train
+from lidvae_ext.families import build_from_spec, model_from_checkpoint, parse_spec
+from lidvae_ext.runner.run import data_from_checkpoint
+from lidvae_ext.training import TrainConfig, train
 
 warnings.filterwarnings("ignore", message="lidvae_ext: no fused kernel")
 LEGACY = Path(__file__).parent / "data" / "legacy_checkpoints"

@@ -107,11 +107,10 @@ def _single_process_replay(state: dict, world: int) -> torch.nn.Module:
     """The run of ``state`` redone in this process with full-batch gradients: the CLI's data and
     initialization, and each rank's shard drawn with that rank's noise stream, the shards' losses
     summed (scaled as DDP averages them) into one backward and one Adam step per global batch."""
-    from lidvae_ext.runner.options import DataOptions
     from lidvae_ext.core.options import ModelOptions
-    from lidvae_ext.core.spec import ModelSpec
+    from lidvae_ext.families import build_from_spec, parse_spec
+    from lidvae_ext.runner.options import DataOptions
     from lidvae_ext.training.config import TrainConfig
-    from lidvae_ext.families import parse_spec, build_from_spec
 
     cfg = TrainConfig(**state["train_config"])
     opts = ModelOptions(**state["model_options"])

@@ -21,11 +21,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 README_MAX_LINES = 250  # issue 22: the README is a front door; the rest lives in docs/
 
-# docs/architecture.md arrives with the issue-22 restructure on another branch; until it is
-# merged, the index's link to it is the one link allowed to point at a missing file
-# (docs/conf.py makes the same single exception). Once the file exists it is checked as usual.
-PENDING = {ROOT / "docs" / "architecture.md"}
-
 _LINK = re.compile(r"(?<!!)\[(?P<text>[^\]]*)\]\((?P<target>[^)\s]+)\)")
 _IMAGE = re.compile(r"!\[(?P<text>[^\]]*)\]\((?P<target>[^)\s]+)\)")
 
@@ -92,8 +87,7 @@ def broken_links(path: Path) -> list[str]:
         dest = (path.parent / file_part).resolve() if file_part else path
         where = f"{path.relative_to(ROOT)}:{number}: ({target})"
         if not dest.exists():
-            if dest not in PENDING:
-                problems.append(f"{where} {file_part} does not exist")
+            problems.append(f"{where} {file_part} does not exist")
             continue
         if anchor and dest.suffix == ".md" and anchor not in anchors(dest):
             problems.append(f"{where} no heading of {dest.relative_to(ROOT)} has the anchor #{anchor}")

@@ -11,17 +11,14 @@ import torch
 from torch.distributions import Bernoulli, Normal
 
 from lidvae_ext import cli
-from lidvae_ext.families.mixture import metrics as mm
-from lidvae_ext.families.mixture.models import GMVAE, LIDGMVAE
-from lidvae_ext.families import parse_spec, build_model
-from lidvae_ext.families.mixture.models import gaussian_kl_diag
-from lidvae_ext.report import REQUIRED_KEYS
-from lidvae_ext.core.options import ModelOptions
-from lidvae_ext.core.spec import ModelSpec
-from lidvae_ext.training import TrainConfig
-from lidvae_ext.families import build_from_spec
 from lidvae_ext.checkpoint import load_checkpoint
-from lidvae_ext.training import train
+from lidvae_ext.core.options import ModelOptions
+from lidvae_ext.families import build_from_spec, build_model, parse_spec
+from lidvae_ext.families.mixture import metrics as mm
+from lidvae_ext.families.mixture.models import GMVAE, LIDGMVAE, gaussian_kl_diag
+from lidvae_ext.report import REQUIRED_KEYS
+from lidvae_ext.training import TrainConfig, train
+
 from mixture_bounds import assert_iwae_brackets_nll
 
 warnings.filterwarnings("ignore", message="lidvae_ext: no fused kernel")

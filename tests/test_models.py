@@ -9,13 +9,11 @@ import torch
 from torch import nn
 
 from lidvae_ext import LIDDecoder
-from lidvae_ext.families.gaussian.models import LIDVAE, VAE
-from lidvae_ext.core.likelihoods import BernoulliLikelihood, GaussianLikelihood
 from lidvae_ext.core.encoder import GaussianMLPEncoder
-from lidvae_ext.families import parse_spec, build_model
+from lidvae_ext.core.likelihoods import BernoulliLikelihood, GaussianLikelihood
 from lidvae_ext.core.options import ModelOptions
-from lidvae_ext.core.spec import ModelSpec
-from lidvae_ext.families import build_from_spec, parse_model_list
+from lidvae_ext.families import build_from_spec, build_model, parse_model_list, parse_spec
+from lidvae_ext.families.gaussian.models import LIDVAE, VAE
 
 warnings.filterwarnings("ignore", message="lidvae_ext: no fused kernel")
 

@@ -154,3 +154,20 @@ def test_no_private_name_crosses_modules():
 ])
 def test_the_cycle_finder_finds_a_planted_cycle(planted, expected):
     assert len(_cycles(planted)) == expected
+
+
+MAX_FUNCTION_LINES = 60  # issue 22: a function longer than this (docstring excluded) is split into named parts
+
+
+def test_no_function_is_longer_than_a_screen():
+    long = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = node.body[0]
+                has_doc = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and \
+                    isinstance(first.value.value, str)
+                start = (node.body[1] if has_doc and len(node.body) > 1 else first).lineno
+                if node.end_lineno - start + 1 > MAX_FUNCTION_LINES:
+                    long.append(f"{name}.{node.name}: {node.end_lineno - start + 1} lines")
+    assert long == []

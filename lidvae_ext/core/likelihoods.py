@@ -21,6 +21,7 @@ class Likelihood(nn.Module):
     name = "base"
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """log p(x | η) per example, (B,) (or (..., B) for leading latent-sample axes of η)."""
         raise NotImplementedError
 
     def prepare(self, x: Tensor) -> Tensor:
@@ -60,21 +61,26 @@ class BernoulliLikelihood(Likelihood):
         self.binarize = bool(binarize)
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        """log p(x | η) per example, summed over the D coordinates."""
         return -F.binary_cross_entropy_with_logits(params, x.expand_as(params), reduction="none").sum(-1)
 
     def prepare(self, x: Tensor) -> Tensor:
+        """Dynamic binarization of a training batch (x ~ Bernoulli(x)) when ``binarize``, else x."""
         return torch.bernoulli(x) if self.binarize else x
 
     def fixed_targets(self, x: Tensor, seed: int = 0) -> Tensor:
+        """One seeded binarization of an evaluation set (the same targets every call), or x."""
         if not self.binarize:
             return x
         gen = torch.Generator(device=x.device).manual_seed(int(seed))
         return (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) < x).to(x.dtype)
 
     def mean(self, params: Tensor) -> Tensor:
+        """E[x | η]: sigmoid(η)."""
         return torch.sigmoid(params)
 
     def config(self) -> dict:
+        """Constructor arguments, for checkpoints (:func:`build_likelihood` reads them back)."""
         return {"kind": self.name, "binarize": self.binarize}
 
     def extra_repr(self) -> str:
@@ -110,19 +116,23 @@ class GaussianLikelihood(Likelihood):
             self.register_buffer("log_std_raw", init)
 
     def log_std(self) -> Tensor:
+        """log σ of the Gaussian (a learned parameter with ``learn_std``)."""
         if self.learn_std:
             return torch.log(self.min_std + self.log_std_raw.exp())
         return self.log_std_raw
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        """log p(x | η) per example, summed over the D coordinates."""
         log_std = self.log_std()
         z = (x - params) * torch.exp(-log_std)
         return -(0.5 * z.square() + log_std + 0.5 * LOG_2PI).sum(-1)
 
     def mean(self, params: Tensor) -> Tensor:
+        """E[x | η]: η itself."""
         return params
 
     def config(self) -> dict:
+        """Constructor arguments, for checkpoints (:func:`build_likelihood` reads them back)."""
         return {"kind": self.name, "dim": self.dim, "std": self.init_std,
                 "learn_std": self.learn_std, "min_std": self.min_std}
 

@@ -11,7 +11,7 @@
 These are the pieces every family shares (a family's ``evaluate`` composes them:
 :mod:`lidvae_ext.families.gaussian.metrics`, :mod:`lidvae_ext.families.sentence.metrics`).
 All functions take a model with ``encode(x) -> (mean, logvar)`` and
-``log_likelihood(x, z)`` (see :class:`lidvae_ext.models.LatentVariableModel`).
+``log_likelihood(x, z)`` (see :class:`lidvae_ext.core.model.LatentVariableModel`).
 """
 
 from __future__ import annotations

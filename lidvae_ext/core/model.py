@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn import LIDDecoder
-from .gaussian import elbo_batch_outputs, gaussian_elbo_terms
+from .gaussian import elbo_batch_outputs, gaussian_elbo_terms, standard_normal_log_prob
 from .likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
 
 
@@ -80,6 +80,10 @@ class LatentVariableModel(nn.Module):
         (on the CPU, then moved: the draws do not depend on the device)."""
         mean, _ = self.encode(x)
         return torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+
+    def log_prior(self, z: Tensor) -> Tensor:
+        """log p(z) = log N(z; 0, I), summed over the last dimension (a mixture prior overrides it)."""
+        return standard_normal_log_prob(z)
 
     def decode(self, z: Tensor) -> Tensor:
         """Likelihood parameters η for latents of any leading shape (..., K)."""

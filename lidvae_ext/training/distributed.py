@@ -25,6 +25,7 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
+        """Whether this is rank 0 (the process that writes files and shows progress)."""
         return self.rank == 0
 
 
@@ -47,6 +48,7 @@ def current_dist() -> DistInfo:
 
 
 def barrier() -> None:
+    """Wait for every rank of the process group (no-op in a single process)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 

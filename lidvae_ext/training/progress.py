@@ -26,5 +26,6 @@ class Progress:
         self.bar.set_postfix(post, refresh=False)
 
     def close(self) -> None:
+        """Close the bar (if any)."""
         if self.bar is not None:
             self.bar.close()

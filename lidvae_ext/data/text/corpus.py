@@ -50,6 +50,7 @@ class TextDataset:
     info: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
+        """One line: the sizes of the splits, the vocabulary, the training words and the longest sentence."""
         tok = int(((self.train != 0).sum() - 2 * self.train.shape[0]))
         return (f"{self.name}: {self.train.shape[0]}/{self.val.shape[0]}/{self.test.shape[0]} sentences "
                 f"(train/val/test), |V| = {len(self.vocab)}, {tok} train words, max length {self.train.shape[1] - 2}")
@@ -154,7 +155,7 @@ def load_text_dataset(name: str, data_dir: str | None = None, train_size: int | 
     max_len : int
         Sentences with more tokens are dropped (synthetic: the generator's maximum).
     glosses : bool
-        WordNet: also use the definitions (about 117k more sentences).
+        Also use the definitions of WordNet (about 117k more sentences).
     """
     if name == "synthetic-text":
         sizes = tuple(d if s is None else s for s, d in zip((train_size, val_size, test_size), SYNTHETIC_SIZES))

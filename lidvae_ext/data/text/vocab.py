@@ -93,6 +93,7 @@ class Vocabulary:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Vocabulary":
+        """The vocabulary :meth:`to_dict` wrote (e.g. into a checkpoint); ``ValueError`` if it is malformed."""
         if not isinstance(d, dict) or not isinstance(d.get("tokens"), list):
             raise ValueError("a vocabulary dict must be {'tokens': [...]}")
         return cls(d["tokens"])

@@ -29,9 +29,11 @@ class GaussianFamily(Family):
     """VAE / LIDVAE / β-VAE on image rows."""
 
     def build(self, spec: ModelSpec, ds: Any, options: ModelOptions, fit_x: Tensor | None) -> nn.Module:
+        """See :meth:`lidvae_ext.families.base.Family.build`."""
         return build_gaussian(spec, ds.dim, options, fit_x)
 
     def rebuild(self, config: dict[str, Any], backend: str | None = None) -> nn.Module:
+        """See :meth:`lidvae_ext.families.base.Family.rebuild`."""
         cfg = dict(config)
         kind, lik = cfg.pop("model"), build_likelihood(cfg.pop("likelihood"))
         if kind == "lidvae" and backend is not None:
@@ -39,6 +41,7 @@ class GaussianFamily(Family):
         return {"vae": VAE, "lidvae": LIDVAE}[kind](likelihood=lik, **cfg)
 
     def evaluate(self, model: nn.Module, ds: Any, eval_opts: Any) -> dict[str, Any]:
+        """See :meth:`lidvae_ext.families.base.Family.evaluate`."""
         return evaluate_images(model, ds, eval_opts)
 
 

@@ -34,26 +34,32 @@ class MixtureFamily(Family):
     """GMVAE / LIDGMVAE / β-GMVAE (``-flow``: with the flow on q(z|x,y)) on image rows."""
 
     def build(self, spec: ModelSpec, ds: Any, options: ModelOptions, fit_x: Tensor | None) -> nn.Module:
+        """See :meth:`lidvae_ext.families.base.Family.build`."""
         return build_mixture(spec, ds.dim, options, fit_x)
 
     def rebuild(self, config: dict[str, Any], backend: str | None = None) -> nn.Module:
+        """See :meth:`lidvae_ext.families.base.Family.rebuild`."""
         cfg = dict(config)
         kind, lik = cfg.pop("model"), build_likelihood(cfg.pop("likelihood"))
         return build_mixture_model(kind, cfg, lik, backend)
 
     def evaluate(self, model: nn.Module, ds: Any, eval_opts: Any) -> dict[str, Any]:
+        """See :meth:`lidvae_ext.families.base.Family.evaluate`."""
         return evaluate_mixture(model, ds.test, labels=ds.test_labels, au_threshold=eval_opts.au_threshold,
                                 iwae_samples=eval_opts.iwae_samples, mi_samples=eval_opts.mi_samples,
                                 batch_size=eval_opts.batch_size, seed=eval_opts.seed)
 
     def model_fields(self, model: nn.Module) -> dict[str, Any]:
+        """``flow``: whether q(z|x,y) is followed by the volume-preserving flow."""
         return {"flow": model.flow is not None}
 
     def table_columns(self) -> list[Column]:
+        """Active clusters and cluster accuracy."""
         return [("active clusters", _clusters_cell), ("cluster accuracy", _accuracy_cell)]
 
     def figures(self, models: dict[str, nn.Module], ds: Any, results: dict[str, dict[str, Any]], out: Path,
                 seed: int) -> list[Path]:
+        """Within-cluster traversals, samples per cluster and the cluster usage."""
         test_x = next(iter(models.values())).likelihood.fixed_targets(ds.test, 0)
         paths = []
         traversals = plot_cluster_traversals(models, test_x, ds.image_shape, out / "cluster_traversals.png")

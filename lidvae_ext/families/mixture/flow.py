@@ -5,7 +5,7 @@ and an updated half ``b`` and maps
 
     z_a ↦ z_a,    z_b ↦ z_b + t(z_a)
 
-with ``t`` an MLP. Its Jacobian is unit triangular, so |det| = 1 (log-det 0),
+with ``t`` an MLP. Its Jacobian is unit triangular, so its determinant is 1 (log-det 0),
 and it is inverted exactly by z_b ↦ z_b − t(z_a). :class:`VolumePreservingFlow`
 chains such couplings and **alternates** the halves (coupling i conditions on
 the first half when i is even, on the second when i is odd): with a fixed
@@ -70,7 +70,7 @@ class AdditiveCoupling(nn.Module):
 
 
 class VolumePreservingFlow(nn.Module):
-    """``num_couplings`` additive couplings with alternating halves; log |det ∂f/∂z| = 0 everywhere.
+    """``num_couplings`` additive couplings with alternating halves; the log-determinant of ∂f/∂z is 0 everywhere.
 
     Parameters
     ----------

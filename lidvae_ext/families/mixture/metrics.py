@@ -1,4 +1,4 @@
-"""Held-out collapse metrics of mixture-prior VAEs (:class:`lidvae_ext.models.mixture.MixtureVAE`).
+"""Held-out collapse metrics of mixture-prior VAEs (:class:`lidvae_ext.families.mixture.models.MixtureVAE`).
 
 A mixture prior has two latents that can collapse: the continuous z and the
 discrete cluster y. With q(z|x) = Σ_k q(k|x) N(m_k(x), s_k²(x)) the marginal
@@ -64,7 +64,7 @@ def component_moments_dataset(model: Any, x: Tensor, batch_size: int = 512,
 
     The means are :meth:`MixtureVAE.component_moments`; the KL per dimension is
     E_x Σ_k q(k|x) E_{z₀}[−H_d(N(m_k, s_k²)) − log p(f(z₀)_d | k)] over the same
-    ``num_samples`` common-random-number draws (:func:`~lidvae_ext.models.mixture.moment_noise`).
+    ``num_samples`` common-random-number draws (:func:`~lidvae_ext.families.mixture.models.moment_noise`).
     """
     dev = model_device(model)
     mu, lv = (t.detach() for t in model.prior_params())
@@ -234,7 +234,7 @@ def evaluate_mixture(model: Any, x: Tensor, *, labels: Tensor | None = None, au_
     labels : Tensor, optional
         (N,) class labels for ``cluster_accuracy`` (None: reported as None).
     au_threshold, iwae_samples, mi_samples, batch_size, seed
-        As for :func:`lidvae_ext.metrics.evaluate`.
+        As for :func:`lidvae_ext.families.gaussian.metrics.evaluate`.
 
     Returns
     -------

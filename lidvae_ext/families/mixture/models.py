@@ -19,7 +19,7 @@ component axis are laid out component-first, (C, B, ·), so that decoder
 outputs broadcast against the (B, D) data.
 
 Optionally (``flow=True``) each Gaussian q(z|x,y) is followed by a
-volume-preserving flow f (:class:`lidvae_ext.models.flow.VolumePreservingFlow`,
+volume-preserving flow f (:class:`lidvae_ext.families.mixture.flow.VolumePreservingFlow`,
 two additive couplings with alternating halves, shared by all x and y):
 z = f(z₀), z₀ ~ N(m_y(x), s_y²(x)), and log q(z|x,y) = log N(z₀; m_y, s_y²)
 exactly (log-det 0). KL(q(z|x,y) ‖ p(z|y)) then has no closed form; it is
@@ -152,8 +152,6 @@ class MixtureVAE(LatentVariableModel):
         Shift-network widths of the flow's couplings.
     """
 
-    is_mixture = True
-
     def __init__(self, decoder: nn.Module, likelihood: Likelihood, data_dim: int, latent_dim: int, clusters: int,
                  encoder_hidden: Sequence[int] = (256, 256), kl_weight: float = 1.0, activation: str = "relu",
                  prior_std_floor: float = PRIOR_STD_FLOOR, flow: bool = False,
@@ -227,8 +225,7 @@ class MixtureVAE(LatentVariableModel):
         The mean is what active units are measured on (with a flow, from the
         Monte-Carlo moments of :meth:`component_moments`). This is *not* a
         Gaussian posterior; the Gaussian-prior metrics must not be applied to it
-        (:func:`lidvae_ext.metrics.evaluate` dispatches mixtures to
-        :mod:`lidvae_ext.metrics_mixture`).
+        (the mixture family's metrics are :mod:`lidvae_ext.families.mixture.metrics`).
         """
         log_qy, mean, var_k = self.component_moments(x)
         w = log_qy.exp().t().unsqueeze(-1)  # (C, B, 1)
@@ -350,7 +347,7 @@ class GMVAE(MixtureVAE):
         MLP widths.
     likelihood : {"bernoulli", "gaussian"} or Likelihood
     kl_weight, binarize, gaussian_std, learn_std, activation
-        As for :class:`lidvae_ext.models.VAE`.
+        As for :class:`lidvae_ext.families.gaussian.models.VAE`.
     flow, flow_hidden
         The optional volume-preserving flow on q(z|x,y) (:class:`MixtureVAE`).
     """
@@ -371,8 +368,8 @@ class GMVAE(MixtureVAE):
 class LIDGMVAE(MixtureVAE):
     """Latent-identifiable GMVAE: the mixture prior with the injective Brenier-map decoder.
 
-    The decoder is :func:`lidvae_ext.models.vae.make_lid_decoder` with the same
-    options as :class:`lidvae_ext.models.LIDVAE` (ICNN width/depth, α, β, backend);
+    The decoder is :func:`lidvae_ext.core.model.make_lid_decoder` with the same
+    options as :class:`lidvae_ext.families.LIDVAE` (ICNN width/depth, α, β, backend);
     ``flow``/``flow_hidden`` as for :class:`GMVAE`.
     """
 
@@ -422,7 +419,7 @@ def build_mixture_from_spec(kind: str, opts: Any, lid_options: dict[str, Any], f
     **common
         data_dim, latent_dim, encoder_hidden, likelihood, kl_weight, binarize, gaussian_std, learn_std, activation.
     """
-    clusters = getattr(opts, "clusters", 10)
+    clusters = opts.clusters
     if isinstance(clusters, bool) or not isinstance(clusters, int) or clusters < 1:
         raise ValueError(f"clusters (--clusters) must be a positive integer, got {clusters!r}")
     if kind == "gmvae":

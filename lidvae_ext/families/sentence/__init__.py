@@ -43,15 +43,18 @@ class SentenceFamily(Family):
     """SVAE / LIDSVAE / β-SVAE on sentences."""
 
     def build(self, spec: ModelSpec, ds: Any, options: TextModelOptions, fit_x: Any) -> nn.Module:
+        """See :meth:`lidvae_ext.families.base.Family.build`."""
         model = build_sentence(spec, len(ds.vocab), options)
         if isinstance(model, LIDSVAE):
             model.fit_beta(fit_x)  # β = "pca": principal directions of the training tokens (else a no-op)
         return model
 
     def rebuild(self, config: dict[str, Any], backend: str | None = None) -> nn.Module:
+        """See :meth:`lidvae_ext.families.base.Family.rebuild`."""
         return build_sequence_model(config, backend=backend)
 
     def evaluate(self, model: nn.Module, ds: Any, eval_opts: Any) -> dict[str, Any]:
+        """See :meth:`lidvae_ext.families.base.Family.evaluate`."""
         m = evaluate_text(model, ds.test, au_threshold=eval_opts.au_threshold, iwae_samples=eval_opts.iwae_samples,
                           batch_size=eval_opts.batch_size, seed=eval_opts.seed, latents=ds.test_latents,
                           fit_x=ds.train if ds.train_latents is not None else None, fit_latents=ds.train_latents)
@@ -60,12 +63,14 @@ class SentenceFamily(Family):
         return m
 
     def log_line(self, name: str, m: dict[str, Any]) -> str:
+        """The shared line plus perplexity and (synthetic data) the latent R²."""
         return (f"[{name}] AU {m['active_units']}/{m['latent_dim']}, KL {m['kl']:.2f}, MI {m['mutual_info']:.2f}, "
                 f"IWAE NLL {m['iwae_nll']:.2f}, PPL {m['ppl']:.1f}"
                 + (f", latent R² {m['latent_r2']:.3f}" if "latent_r2" in m else "")
                 + f" (train {m['seconds']:.1f}s, eval {m['eval_seconds']:.1f}s)")
 
     def table_columns(self) -> list[Column]:
+        """Perplexity and the latent R² (synthetic data)."""
         return [("PPL", lambda m: f"{m['ppl']:.1f}" if "ppl" in m else "–"),
                 ("latent R²", lambda m: f"{m['latent_r2']:.3f}" if "latent_r2" in m else "–")]
 

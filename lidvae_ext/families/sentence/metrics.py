@@ -3,8 +3,8 @@
 AU, KL and MI are those of :mod:`lidvae_ext.core.metrics` (MI against the aggregate
 posterior of the whole evaluation set). The IWAE bound is estimated with k
 samples per sentence, the k·B sentence copies decoded in chunks of at most
-``max_tokens`` padded positions. Perplexity is exp(Σ_x NLL(x) / Σ_x |x|) with
-|x| the number of predicted tokens (the words and ``</s>``, not ``<s>``).
+``max_tokens`` padded positions. Perplexity is exp(Σ_x NLL(x) / Σ_x n(x)) with
+n(x) the number of predicted tokens (the words and ``</s>``, not ``<s>``).
 ``latent_r2`` is the held-out R² of a least-squares linear map (with
 intercept) from posterior means to known generating latents.
 """

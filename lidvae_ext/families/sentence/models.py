@@ -9,11 +9,11 @@ how z reaches the token distribution:
   a linear map of the LSTM output.
 * :class:`LIDSVAE` (Wang, Blei & Cunningham 2021): the LSTM reads embeddings
   only (zero initial state); its output o_t, after dropout, is joined with z,
-  u_t = [o_t; z], and the logits are ``LIDDecoder(H + K, |V|)(u_t)`` =
+  u_t = [o_t; z], and the logits are ``LIDDecoder(H + K, V)(u_t)`` =
   ∇ψ₂(β∇ψ₁(u_t)), an injective map of u_t (hence of z for fixed o_t), applied
   to all valid tokens of a batch in one operator call.
 
-Sentences are padded id tensors ``<s> w… </s> <pad>…`` (:mod:`lidvae_ext.text`).
+Sentences are padded id tensors ``<s> w… </s> <pad>…`` (:mod:`lidvae_ext.data.text`).
 The reconstruction term is the token cross-entropy summed over ``w_1 … </s>``
 (``<s>`` is never predicted); padded positions are never decoded, so they
 contribute nothing to the loss or the gradients. Softmax is invariant to
@@ -41,12 +41,15 @@ class TokenTargets:
     name = "categorical"
 
     def prepare(self, x: Tensor) -> Tensor:
+        """Token ids are used as they are (no binarization)."""
         return x
 
     def fixed_targets(self, x: Tensor, seed: int = 0) -> Tensor:
+        """Token ids are used as they are (no binarization)."""
         return x
 
     def config(self) -> dict[str, Any]:
+        """``{'kind': 'categorical'}``: a softmax over the vocabulary."""
         return {"kind": "categorical"}
 
 
@@ -66,7 +69,7 @@ class SentenceVAE(nn.Module):
     Parameters
     ----------
     vocab_size : int
-        |V| including the specials.
+        V, the vocabulary size including the specials.
     latent_dim : int
         K.
     embed_dim, hidden : int
@@ -109,7 +112,7 @@ class SentenceVAE(nn.Module):
         raise NotImplementedError
 
     def _logits(self, o: Tensor, z: Tensor) -> Tensor:
-        """(M, |V|) logits from decoder outputs o (M, H) and latents z (M, K)."""
+        """(M, V) logits from decoder outputs o (M, H) and latents z (M, K)."""
         raise NotImplementedError
 
     decoder_rnn: nn.LSTM
@@ -307,11 +310,11 @@ class LIDSVAE(SentenceVAE):
     vocab_size, latent_dim, embed_dim, hidden, dropout, kl_weight
         As for :class:`SentenceVAE`.
     icnn_hidden, icnn_layers : int
-        Width and depth of both ICNNs of ``LIDDecoder(hidden + K, |V|)``.
+        Width and depth of both ICNNs of ``LIDDecoder(hidden + K, V)``.
     strong_convexity : float
         α of both ICNNs.
     beta : {"fixed", "learned", "pca", "random"}
-        β = [I; 0] (default: the zero-padded path, cheap for |V|-wide maps),
+        β = [I; 0] (default: the zero-padded path, cheap for V-wide maps),
         learned, or a fixed orthonormal β: ``"pca"`` the principal directions
         of the training tokens' one-hot vectors (:func:`token_pca_basis`; call
         :meth:`fit_beta` with the training split before training, or load a
@@ -377,7 +380,7 @@ class LIDSVAE(SentenceVAE):
 
 
 def token_pca_basis(x: Tensor, vocab_size: int, hidden: int, latent_dim: int) -> Tensor:
-    """The ``"pca"`` β (|V| × (H+K)) of an :class:`LIDSVAE` from training sentences ``x`` (N, T).
+    """The ``"pca"`` β (V × (H+K)) of an :class:`LIDSVAE` from training sentences ``x`` (N, T).
 
     The token decoder's data are the one-hot vectors e_w of the predicted
     tokens (w_1 … ``</s>``); their covariance is diag(p) − p pᵀ with p the

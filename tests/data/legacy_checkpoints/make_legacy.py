@@ -5,14 +5,19 @@ torch.load(weights_only=False)), from outside the source tree so the installed c
 is imported: ``python make_legacy.py OUT``; then copy OUT/<spec>/checkpoint.pt to
 <spec>.pt and OUT/<spec>/outputs.pt to <spec>.outputs.pt.
 """
-import dataclasses, sys, torch, warnings
+import dataclasses
+import sys
+import warnings
+
+import torch
+
 warnings.filterwarnings("ignore")
 import lidvae_ext
 from lidvae_ext.core.options import ModelOptions
-from lidvae_ext.core.spec import ModelSpec
+from lidvae_ext.families import build_from_spec, parse_spec
 from lidvae_ext.training.config import TrainConfig
-from lidvae_ext.families import parse_spec, build_from_spec
 from lidvae_ext.training.loop import train
+
 assert "site-packages" in lidvae_ext.__file__
 out = sys.argv[1]
 g = torch.Generator().manual_seed(0)
