@@ -90,9 +90,20 @@ def eager_callables(module: torch.nn.Module, inputs: torch.Tensor,
 
 # ---- JAX --------------------------------------------------------------------------
 
+JAX_FORMULATIONS = ("stacked", "per_layer")
+
+
 def jax_callables(module: torch.nn.Module, inputs: torch.Tensor, kind: str,
-                  target: torch.Tensor | None) -> dict[str, Callable[[], object]]:
-    """jit-compiled map and training step (raises ImportError without JAX)."""
+                  target: torch.Tensor | None, formulation: str = "stacked") -> dict[str, Callable[[], object]]:
+    """jit-compiled map and training step (raises ImportError without JAX).
+
+    ``formulation`` is how the ICNN's input products are written: ``"stacked"`` forms every
+    layer's ``y @ A_l.T`` as one product with the stacked A and slices it; ``"per_layer"`` writes
+    one product per layer (as the official code and most JAX users write an ICNN, a skip
+    ``Linear`` per layer). Same weights, same function; XLA schedules them differently.
+    """
+    if formulation not in JAX_FORMULATIONS:
+        raise ValueError(f"formulation must be one of {JAX_FORMULATIONS}, got {formulation!r}")
     import jax
     import jax.numpy as jnp
 
@@ -120,11 +131,16 @@ def jax_callables(module: torch.nn.Module, inputs: torch.Tensor, kind: str,
 
         sigma = lrelu if act == "leaky_relu" else softplus
         sigma0 = (lambda t: jnp.square(lrelu(t))) if act == "leaky_relu" else softplus
-        pre = y @ A.T + b
-        z = sigma0(pre[:, :H])
+        if formulation == "stacked":
+            pre = y @ A.T + b
+            blocks = [pre[:, layer * H:(layer + 1) * H] for layer in range(L)] + [pre[:, -1]]
+        else:  # one skip product per layer
+            blocks = [y @ A[layer * H:(layer + 1) * H].T + b[layer * H:(layer + 1) * H] for layer in range(L)]
+            blocks.append(y @ A[-1] + b[-1])
+        z = sigma0(blocks[0])
         for layer in range(1, L):
-            z = sigma(z @ W[layer - 1].T + pre[:, layer * H:(layer + 1) * H])
-        out = sigma(z @ w_out + pre[:, -1])
+            z = sigma(z @ W[layer - 1].T + blocks[layer])
+        out = sigma(z @ w_out + blocks[-1])
         return out + 0.5 * alpha * jnp.sum(y * y, axis=-1)
 
     def forward(p, y):

@@ -81,7 +81,7 @@ def test_every_baseline_column_is_checked_and_timed(tmp_path, capsys):
     impls = ["fused", "eager", "compiled", "reference"]
     try:
         import jax  # noqa: F401
-        impls.append("jax")
+        impls += ["jax", "jax-stacked", "jax-per_layer"]  # both formulations timed; the column is the faster
     except ImportError:
         assert "not installed" in table
     for mode in ("map", "train"):
@@ -106,3 +106,24 @@ def test_json_rows_survive_an_interrupted_run(tmp_path, monkeypatch):
         run.main(["--cases", "C3", "--reps", "1", "--warmup", "0", "--no-jax", "--no-eager", "--json", str(out)])
     rows = json.loads(out.read_text())
     assert {(r["mode"], r["impl"]) for r in rows} == {("map", "fused"), ("map", "reference")}
+
+
+def test_jax_formulations_are_the_same_function():
+    """The stacked and the per-layer JAX ICNN compute the same map and gradients (so timing both and
+    reporting the faster compares like with like)."""
+    pytest.importorskip("jax")
+    import numpy as np
+    import torch
+
+    run = _import_run()
+    from baselines import as_numpy, jax_callables
+
+    for case in ("C3", "C1"):
+        work = run.make_workload(run.CASES[case], "cpu", torch.float64)
+        got = {f: jax_callables(work.module, work.inputs, work.case.kind, work.target, f)
+               for f in ("stacked", "per_layer")}
+        for mode in ("map", "train"):
+            a, b = as_numpy(got["stacked"][mode]()), as_numpy(got["per_layer"][mode]())
+            np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="formulation"):
+        jax_callables(work.module, work.inputs, work.case.kind, work.target, "fused")
