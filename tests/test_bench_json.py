@@ -127,3 +127,19 @@ def test_jax_formulations_are_the_same_function():
             np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="formulation"):
         jax_callables(work.module, work.inputs, work.case.kind, work.target, "fused")
+
+
+def test_scaling_benchmark_smoke_run(tmp_path):
+    """benchmarks/scaling.py checks every baseline against the fused step and writes one row per point."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "scaling.py"
+    spec = importlib.util.spec_from_file_location("scaling", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--quick", "--reps", "1", "--warmup", "0", "--families", "batch", "layers",
+                     "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "scaling.json").read_text())["rows"]
+    assert [(r["sweep"], r["value"]) for r in rows] == [("batch", 1), ("batch", 64), ("layers", 1), ("layers", 2)]
+    assert all(r["fused"] > 0 and r["eager"] > 0 for r in rows)
+    assert rows[-1]["layers"] == 2 and rows[0]["batch"] == 1
