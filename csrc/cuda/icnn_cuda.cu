@@ -43,8 +43,8 @@
 
 #include "cuda/icnn_cuda_kernels.cuh"
 #include "icnn_activations.h"
-#include "icnn_checks.h"
-#include "icnn_outputs.h"
+#include "cuda/icnn_checks_aten.h"
+#include "cuda/icnn_outputs_aten.h"
 
 #ifndef LIDVAE_CUDA_ARCH_LIST
 #define LIDVAE_CUDA_ARCH_LIST ""
