@@ -4,8 +4,8 @@
   (``TORCH_TARGET_VERSION`` 2.10): one binary for every torch >= 2.10, loaded with
   ``torch.ops.load_library``;
 - ``lidvae_ext/_C``: a pybind11 module with the build configuration, no torch header in it;
-- ``lidvae_ext/_cuda`` (CUDA builds only): the CUDA kernels, still on torch's full C++ API,
-  so bound to the torch release they are compiled against (per-torch).
+- ``lidvae_ext/_cuda`` (CUDA builds only): the CUDA kernels, on the same stable ABI, in a
+  library of their own (it links torch's CUDA libraries; loaded only beside a CUDA torch).
 
 CUDA kernels are built when torch is a CUDA build and nvcc is found; ``FORCE_CUDA=1`` forces
 them, ``FORCE_ONLY_CPU=1`` disables them. Install with ``pip install --no-build-isolation .``
@@ -28,9 +28,9 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 # The package version without its local label; lidvae_ext/__init__.py says the same.
 BASE_VERSION = "0.1.0"
 # How the operators bind to torch (docs/wheel.md): "stable" = the LibTorch stable ABI, one
-# binary for every torch from TORCH_MIN on (metadata: torch>=TORCH_MIN, no local label). A
-# build with CUDA kernels adds the per-torch CUDA library: its version gets a local label
-# naming the torch (0.1.0+torch2.11.0.cu130) and the metadata pins that release.
+# binary for every torch from TORCH_MIN on (metadata: torch>=TORCH_MIN). A build with CUDA
+# kernels needs a CUDA torch of the same CUDA major version: its version says which
+# (0.1.0+cu130), the CPU build has no local label.
 ABI_ROUTE = "stable"
 TORCH_MIN = "2.10"
 # TORCH_TARGET_VERSION of the stable-ABI library: torch 2.10.0 (major << 56 | minor << 48).
@@ -142,18 +142,16 @@ def _source_hash() -> str:
     return hashlib.sha256(listing.encode()).hexdigest()
 
 
-def _local_version(torch_version: str, with_cuda: bool, cuda_version: str | None) -> str:
-    """Local version label of a per-torch build: ``torch2.13.0.cpu``, ``torch2.11.0.cu130``."""
-    release = torch_version.split("+")[0]
-    flavour = "cu" + cuda_version.replace(".", "") if with_cuda and cuda_version else "cpu"
-    return f"torch{release}.{flavour}"
+def _local_version(cuda_version: str | None) -> str:
+    """Local version label of a build with CUDA kernels: ``cu130`` (CUDA 13.0)."""
+    return "cu" + (cuda_version or "").replace(".", "")
 
 
 def _write_build_config(directory: str, torch_version: str, with_cuda: bool, arch: str,
                         cuda_version: str | None, source_hash: str) -> None:
     """Write ``_build_config.py`` next to the compiled module (never into a source tree without it)."""
     # TORCH_VERSION: the torch compiled against. The operators (stable ABI) run with every
-    # torch >= TORCH_MIN; the CUDA kernels (WITH_CUDA) only with TORCH_VERSION's release.
+    # torch >= TORCH_MIN; the CUDA kernels (WITH_CUDA) with a CUDA torch of CUDA_VERSION's major.
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "_build_config.py")
     with open(path, "w", encoding="utf-8") as handle:
@@ -178,14 +176,10 @@ def _extensions():
     cuda_version = torch.version.cuda if with_cuda else None
     _BUILD_CONFIG.update(torch_version=torch_version, with_cuda=with_cuda, arch=arch,
                          cuda_version=cuda_version, source_hash=_source_hash())
-    if with_cuda:  # the CUDA library binds to this torch release: exact pin, local label
-        version = f"{BASE_VERSION}+{_local_version(torch_version, with_cuda, cuda_version)}"
-        torch_requirement = f"torch=={torch_version.split('+')[0]}"
-    else:  # the stable-ABI operators alone: every torch from TORCH_MIN on
-        version = BASE_VERSION
-        torch_requirement = f"torch>={TORCH_MIN}"
+    # Every torch from TORCH_MIN on (stable ABI); a CUDA build names its CUDA flavour.
+    version = BASE_VERSION + (f"+{_local_version(cuda_version)}" if with_cuda else "")
     _PACKAGE_METADATA.update(version=version,
-                             install_requires=[torch_requirement, *RUNTIME_REQUIREMENTS])
+                             install_requires=[f"torch>={TORCH_MIN}", *RUNTIME_REQUIREMENTS])
 
     config_defines = [
         ("LIDVAE_TORCH_VERSION", f'"{torch_version}"'),
@@ -229,9 +223,11 @@ def _extensions():
             name="lidvae_ext._cuda",
             sources=cuda_sources,
             include_dirs=[os.path.join(ROOT, "csrc")],
-            define_macros=[("LIDVAE_WITH_CUDA", None), ("LIDVAE_CUDA_ARCH_LIST", f'"{arch}"')],
-            extra_compile_args={"cxx": ["-O3", "-std=c++17"],
-                                "nvcc": ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]},
+            define_macros=[("TORCH_TARGET_VERSION", TORCH_TARGET_VERSION), ("LIDVAE_WITH_CUDA", None),
+                           ("LIDVAE_CUDA_ARCH_LIST", f'"{arch}"')],
+            extra_compile_args={"cxx": cxx_flags,
+                                "nvcc": ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo",
+                                         "-Xcompiler", "-fvisibility=hidden"]},
             py_limited_api=True,
         ))
     return extensions, cpp_extension

@@ -3,8 +3,8 @@
 - ``lidvae_ext/_kernels*.so``: the operators on the LibTorch stable ABI, one binary for every
   torch from the build's ``TORCH_MIN`` (2.10) on; loaded with ``torch.ops.load_library``.
 - ``lidvae_ext._C``: a pybind11 module with the build configuration; no torch in it.
-- ``lidvae_ext/_cuda*.so`` (builds with CUDA kernels): the CUDA kernels, on torch's full C++
-  API, so bound to the torch release they were compiled against (the wheel pins it).
+- ``lidvae_ext/_cuda*.so`` (builds with CUDA kernels): the CUDA kernels, on the same stable
+  ABI; they link torch's CUDA libraries, so they need a CUDA torch of the same CUDA major.
 
 The build records what it compiled against in ``lidvae_ext/_build_config.py``; we compare it
 with the running torch *before* loading anything and raise a one-line error that says what to
@@ -83,8 +83,8 @@ def check_compatibility(config: Any, torch_version: str, torch_cuda: str | None,
     ------
     ImportError
         One line naming both builds, when the module cannot run with this torch: a torch older
-        than ``TORCH_MIN``; for a build with CUDA kernels (per-torch), another torch release, a
-        CPU-only torch, or another CUDA major version.
+        than ``TORCH_MIN``; for a build with CUDA kernels, a CPU-only torch or another CUDA
+        major version.
     """
     built = config.TORCH_VERSION
     minimum = getattr(config, "TORCH_MIN", None) or _strip_local(built)
@@ -99,9 +99,9 @@ def check_compatibility(config: Any, torch_version: str, torch_cuda: str | None,
                           f"but {running} is running. Install torch >= {minimum} "
                           f"(pip install 'torch>={minimum}'), or {_REBUILD_HINT[0].lower()}"
                           f"{_REBUILD_HINT[1:]}")
-    if config.WITH_CUDA and (_strip_local(built) != _strip_local(torch_version) or torch_cuda is None):
-        raise ImportError(f"{described} but {running} is running: the CUDA kernels are bound to the "
-                          f"torch release they were compiled against. {_REBUILD_HINT}")
+    if config.WITH_CUDA and torch_cuda is None:
+        raise ImportError(f"{described} but {running} is running: the CUDA kernels need a CUDA build "
+                          f"of torch. {_REBUILD_HINT}")
     if config.WITH_CUDA and built_cuda and _cuda_major(built_cuda) != _cuda_major(torch_cuda):
         raise ImportError(f"{described} but {running} is running: the CUDA major versions differ. "
                           f"{_REBUILD_HINT}")
