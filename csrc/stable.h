@@ -23,6 +23,7 @@
 #include <torch/csrc/stable/tensor.h>
 #include <torch/headeronly/core/ScalarType.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <initializer_list>
@@ -103,22 +104,49 @@ void dispatch_floating(ScalarType dtype, const char* op, const Fn& fn) {
 }
 
 // ---- views and allocation -----------------------------------------------------------------
+// Allocation and the views the kernels take on every call go through direct C shim calls
+// (aoti_torch_empty_strided, aoti_torch_aten_narrow, aoti_torch_as_strided) where one exists,
+// not through boxed
+// dispatcher calls, which look the operator up by name each time: that per-call cost showed
+// in the small-batch backward.
+inline Tensor empty_sizes(const IntList& sizes, const Tensor& like) {
+  IntList strides(sizes.size(), 1);
+  for (size_t i = sizes.size(); i-- > 1;) strides[i - 1] = strides[i] * std::max<int64_t>(sizes[i], 1);
+  int32_t dtype = 0, device_type = 0, device_index = 0;
+  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_get_dtype(like.get(), &dtype));
+  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_get_device_type(like.get(), &device_type));
+  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_get_device_index(like.get(), &device_index));
+  AtenTensorHandle out = nullptr;
+  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_empty_strided(static_cast<int64_t>(sizes.size()), sizes.data(),
+                                                         strides.data(), dtype, device_type, device_index,
+                                                         &out));
+  return Tensor(out);
+}
 inline Tensor empty(std::initializer_list<int64_t> sizes, const Tensor& like) {
-  return torch::stable::new_empty(like, IntList(sizes));
+  return empty_sizes(IntList(sizes), like);
 }
 inline Tensor zeros(std::initializer_list<int64_t> sizes, const Tensor& like) {
   return torch::stable::new_zeros(like, IntList(sizes));
 }
-inline Tensor empty_as(const Tensor& t) { return torch::stable::new_empty(t, sizes_of(t)); }
+inline Tensor empty_as(const Tensor& t) { return empty_sizes(sizes_of(t), t); }
 inline Tensor narrowed(const Tensor& t, int64_t dim, int64_t start, int64_t length) {
   Tensor self = t;
   return torch::stable::narrow(self, dim, start, length);
 }
-inline Tensor transposed(const Tensor& t) { return torch::stable::transpose(t, 0, 1); }
-inline Tensor pick(const Tensor& t, int64_t dim, int64_t index) {
-  return torch::stable::select(t, dim, index);
+// A view with the given sizes and strides (as many as t has dims) at t's storage offset.
+inline Tensor restrided(const Tensor& t, const IntList& sizes, const IntList& strides) {
+  AtenTensorHandle out = nullptr;
+  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_as_strided(t.get(), sizes.data(), strides.data(), &out));
+  return Tensor(out);
 }
-inline Tensor contig(const Tensor& t) { return torch::stable::contiguous(t); }
+// t.t() of a 2-D tensor.
+inline Tensor transposed(const Tensor& t) {
+  return restrided(t, IntList{t.size(1), t.size(0)}, IntList{t.stride(1), t.stride(0)});
+}
+// t.select(dim, index) (a dispatcher call: aoti_torch_as_strided keeps the number of dims).
+inline Tensor pick(const Tensor& t, int64_t dim, int64_t index) { return torch::stable::select(t, dim, index); }
+// t itself when contiguous (no dispatcher call), else a contiguous copy.
+inline Tensor contig(const Tensor& t) { return t.is_contiguous() ? t : torch::stable::contiguous(t); }
 inline void copy_into(const Tensor& dst, const Tensor& src) {
   Tensor self = dst;
   torch::stable::copy_(self, src);
@@ -222,24 +250,19 @@ bool any_nonzero(const Tensor& t) {
     if (p[i] != T(0)) return true;
   return false;
 }
-// min over a CPU tensor (NaN if any element is NaN), as double; t non-empty.
+// min over a non-empty CPU tensor (NaN if any element is NaN), as double: ATen's reduction
+// (aten::min, vectorized and parallel) through the dispatcher. A scalar loop here cost C1's
+// forward about 10% (W has 512 x 512 elements there).
 inline double min_of(const Tensor& t) {
-  const Tensor c = contig(t);
-  double result = 0.0;
-  dispatch_floating(c.scalar_type(), "min_value", [&](auto zero) {
+  std::array<StableIValue, 1> stack{torch::stable::detail::from(t)};
+  call_op("aten::min", "", stack);
+  const Tensor result = torch::stable::detail::to<Tensor>(stack[0]);
+  double value = 0.0;
+  dispatch_floating(result.scalar_type(), "min_of", [&](auto zero) {
     using T = decltype(zero);
-    const T* p = c.const_data_ptr<T>();
-    T m = p[0];
-    for (int64_t i = 0, n = c.numel(); i < n; ++i) {
-      if (p[i] != p[i]) {
-        m = p[i];
-        break;
-      }
-      if (p[i] < m) m = p[i];
-    }
-    result = static_cast<double>(m);
+    value = static_cast<double>(*result.const_data_ptr<T>());
   });
-  return result;
+  return value;
 }
 
 // ---- threads ------------------------------------------------------------------------------------
