@@ -190,9 +190,9 @@ def _extensions():
     if with_cuda:
         config_defines.append(("LIDVAE_WITH_CUDA", None))
     # -fno-trapping-math lets the compiler vectorize the activation selects (FP exceptions
-    # unused); -fopenmp-simd: the `omp simd` reductions, without an OpenMP runtime (threads
+    # unused); -fopenmp: the `omp simd` reductions (compile only: no OpenMP runtime is linked, threads
     # come from torch's parallel_for).
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp-simd", "-fno-trapping-math", "-fvisibility=hidden"]
+    cxx_flags = ["-O3", "-std=c++17", "-fopenmp", "-fno-trapping-math", "-fvisibility=hidden"]
     extensions = [_config_module(config_defines)]
 
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
