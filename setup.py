@@ -1,10 +1,15 @@
-"""Build script for lidvae_ext: the compiled module ``lidvae_ext._C``.
+"""Build script for lidvae_ext's compiled parts (docs/wheel.md):
 
-CPU kernels are always built. CUDA kernels are built when torch is a CUDA
-build and nvcc is found; ``FORCE_CUDA=1`` forces them, ``FORCE_ONLY_CPU=1``
-disables them. Install with ``pip install --no-build-isolation .`` (torch is
-deliberately not a build requirement: the extension must be compiled against
-the torch that will run it).
+- ``lidvae_ext/_kernels``: the operators (schemas, CPU kernels) on the LibTorch stable ABI
+  (``TORCH_TARGET_VERSION`` 2.10): one binary for every torch >= 2.10, loaded with
+  ``torch.ops.load_library``;
+- ``lidvae_ext/_C``: a pybind11 module with the build configuration, no torch header in it;
+- ``lidvae_ext/_cuda`` (CUDA builds only): the CUDA kernels, on the same stable ABI, in a
+  library of their own (it links torch's CUDA libraries; loaded only beside a CUDA torch).
+
+CUDA kernels are built when torch is a CUDA build and nvcc is found; ``FORCE_CUDA=1`` forces
+them, ``FORCE_ONLY_CPU=1`` disables them. Install with ``pip install --no-build-isolation .``
+(the build compiles against the torch beside it: 2.10 or later).
 """
 
 from __future__ import annotations
@@ -22,17 +27,21 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 # The package version without its local label; lidvae_ext/__init__.py says the same.
 BASE_VERSION = "0.1.0"
-# How the compiled module binds to torch (docs/wheel.md): "per-torch" = against the one torch
-# release it was compiled with, through the full C++ API; the version gets a local label
-# naming that torch (0.1.0+torch2.13.0.cpu) and the metadata pins it exactly.
-ABI_ROUTE = "per-torch"
+# How the operators bind to torch (docs/wheel.md): "stable" = the LibTorch stable ABI, one
+# binary for every torch from TORCH_MIN on (metadata: torch>=TORCH_MIN). A build with CUDA
+# kernels needs a CUDA torch of the same CUDA major version: its version says which
+# (0.1.0+cu130), the CPU build has no local label.
+ABI_ROUTE = "stable"
+TORCH_MIN = "2.10"
+# TORCH_TARGET_VERSION of the stable-ABI library: torch 2.10.0 (major << 56 | minor << 48).
+TORCH_TARGET_VERSION = "0x020a000000000000"
 RUNTIME_REQUIREMENTS = [
     "numpy>=1.24",
     "scikit-learn>=1.2",
     "matplotlib>=3.6",
     "tqdm>=4.60",
     # OpenBLAS for the CPU GEMMs, dlopen-ed at run time (csrc/cpu/gemm.cpp); without it the
-    # kernels use ATen's GEMMs.
+    # kernels use ATen's GEMMs (through the stable ABI).
     "scipy-openblas32>=0.3.27",
 ]
 
@@ -133,16 +142,16 @@ def _source_hash() -> str:
     return hashlib.sha256(listing.encode()).hexdigest()
 
 
-def _local_version(torch_version: str, with_cuda: bool, cuda_version: str | None) -> str:
-    """Local version label of a per-torch build: ``torch2.13.0.cpu``, ``torch2.11.0.cu130``."""
-    release = torch_version.split("+")[0]
-    flavour = "cu" + cuda_version.replace(".", "") if with_cuda and cuda_version else "cpu"
-    return f"torch{release}.{flavour}"
+def _local_version(cuda_version: str | None) -> str:
+    """Local version label of a build with CUDA kernels: ``cu130`` (CUDA 13.0)."""
+    return "cu" + (cuda_version or "").replace(".", "")
 
 
 def _write_build_config(directory: str, torch_version: str, with_cuda: bool, arch: str,
                         cuda_version: str | None, source_hash: str) -> None:
     """Write ``_build_config.py`` next to the compiled module (never into a source tree without it)."""
+    # TORCH_VERSION: the torch compiled against. The operators (stable ABI) run with every
+    # torch >= TORCH_MIN; the CUDA kernels (WITH_CUDA) with a CUDA torch of CUDA_VERSION's major.
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "_build_config.py")
     with open(path, "w", encoding="utf-8") as handle:
@@ -153,6 +162,7 @@ def _write_build_config(directory: str, torch_version: str, with_cuda: bool, arc
             f"CUDA_ARCH_LIST = {arch!r}\n"
             f"CUDA_VERSION = {cuda_version if with_cuda else None!r}\n"
             f"ABI = {ABI_ROUTE!r}\n"
+            f"TORCH_MIN = {TORCH_MIN!r}\n"
             f"SOURCE_HASH = {source_hash!r}\n"
         )
 
@@ -166,44 +176,79 @@ def _extensions():
     cuda_version = torch.version.cuda if with_cuda else None
     _BUILD_CONFIG.update(torch_version=torch_version, with_cuda=with_cuda, arch=arch,
                          cuda_version=cuda_version, source_hash=_source_hash())
-    _PACKAGE_METADATA.update(
-        version=f"{BASE_VERSION}+{_local_version(torch_version, with_cuda, cuda_version)}",
-        install_requires=[f"torch=={torch_version.split('+')[0]}", *RUNTIME_REQUIREMENTS],
-    )
+    # Every torch from TORCH_MIN on (stable ABI); a CUDA build names its CUDA flavour.
+    version = BASE_VERSION + (f"+{_local_version(cuda_version)}" if with_cuda else "")
+    _PACKAGE_METADATA.update(version=version,
+                             install_requires=[f"torch>={TORCH_MIN}", *RUNTIME_REQUIREMENTS])
 
-    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
-    sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
-    defines = [
+    config_defines = [
         ("LIDVAE_TORCH_VERSION", f'"{torch_version}"'),
         ("LIDVAE_CUDA_ARCH_LIST", f'"{arch}"'),
         ("LIDVAE_ABI", f'"{ABI_ROUTE}"'),
+        ("LIDVAE_TORCH_MIN", f'"{TORCH_MIN}"'),
     ]
+    if with_cuda:
+        config_defines.append(("LIDVAE_WITH_CUDA", None))
+    # -fno-trapping-math lets the compiler vectorize the activation selects (FP exceptions
+    # unused); -fopenmp: the `omp simd` reductions (compile only: no OpenMP runtime is linked, threads
+    # come from torch's parallel_for).
+    cxx_flags = ["-O3", "-std=c++17", "-fopenmp", "-fno-trapping-math", "-fvisibility=hidden"]
+    extensions = [_config_module(config_defines)]
+
+    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    sources = [s for s in sources if os.path.basename(s) != "python_module.cpp"]
+    sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    defines = [("TORCH_TARGET_VERSION", TORCH_TARGET_VERSION)]
     openblas = _openblas_library()
     if openblas:
         # A last-resort location for the run-time loader (csrc/cpu/gemm.cpp): the library
         # is dlopen-ed, never linked, so the extension also builds and runs without it.
         defines.append(("LIDVAE_OPENBLAS_BUILD_PATH", f'"{openblas}"'))
     print(f"lidvae_ext: OpenBLAS (scipy-openblas32) at build time: {openblas or 'not installed'}")
-    # -fno-trapping-math lets the compiler vectorize the activation selects (FP exceptions unused).
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp", "-fno-trapping-math"]
-    extra_compile_args = {"cxx": cxx_flags}
-    extension_type = cpp_extension.CppExtension
+    # py_limited_api: no Python symbols (the library is loaded with torch.ops.load_library) and
+    # no libtorch_python on its link line; the .abi3.so name says it serves every Python.
+    extensions.append(cpp_extension.CppExtension(
+        name="lidvae_ext._kernels",
+        sources=sources,
+        include_dirs=[os.path.join(ROOT, "csrc")],
+        define_macros=defines,
+        extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=["-ldl"],
+        py_limited_api=True,
+    ))
     if with_cuda:
-        sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
-        sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cpp")))
-        defines.append(("LIDVAE_WITH_CUDA", None))
-        extra_compile_args["nvcc"] = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
-        extension_type = cpp_extension.CUDAExtension
-    return [
-        extension_type(
-            name="lidvae_ext._C",
-            sources=sources,
+        cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+        cuda_sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cpp")))
+        extensions.append(cpp_extension.CUDAExtension(
+            name="lidvae_ext._cuda",
+            sources=cuda_sources,
             include_dirs=[os.path.join(ROOT, "csrc")],
-            define_macros=defines,
-            extra_compile_args=extra_compile_args,
-            extra_link_args=["-fopenmp", "-ldl"],
-        )
-    ], cpp_extension
+            define_macros=[("TORCH_TARGET_VERSION", TORCH_TARGET_VERSION), ("LIDVAE_WITH_CUDA", None),
+                           ("LIDVAE_CUDA_ARCH_LIST", f'"{arch}"')],
+            extra_compile_args={"cxx": cxx_flags,
+                                "nvcc": ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo",
+                                         "-Xcompiler", "-fvisibility=hidden"]},
+            py_limited_api=True,
+        ))
+    return extensions, cpp_extension
+
+
+def _config_module(defines: list):
+    """``lidvae_ext._C``: the pybind11 module with the build configuration (no torch headers)."""
+    from setuptools import Extension
+
+    try:
+        import pybind11
+    except ImportError:  # pragma: no cover - message for a common mistake
+        sys.exit("lidvae_ext: pybind11 must be installed before building (pip install pybind11)")
+    return Extension(
+        name="lidvae_ext._C",
+        sources=[os.path.join("csrc", "python_module.cpp")],
+        include_dirs=[pybind11.get_include()],
+        define_macros=defines,
+        extra_compile_args=["-O2", "-std=c++17", "-fvisibility=hidden"],
+        language="c++",
+    )
 
 
 _BUILD_CONFIG: dict = {}
@@ -212,7 +257,7 @@ ext_modules, _cpp_extension = _extensions()
 
 
 class _BuildExt(_cpp_extension.BuildExtension):
-    """Builds ``_C`` with ninja, then records the build configuration beside it."""
+    """Builds the compiled parts with ninja, then records the build configuration beside them."""
 
     def run(self):
         super().run()

@@ -10,7 +10,7 @@ libraries are timed *interleaved* (one call of each per round, medians):
 - ``openblas-split``  the same library single-threaded, the rows of C split over
   T Python threads (ctypes drops the GIL): the scheme lidvae_ext's
   ``openblas`` backend uses inside ``at::parallel_for``,
-- ``lidvae``    the extension's own GEMM entry (``lidvae_ext._C._gemm``) with the
+- ``lidvae``    the extension's own GEMM entry (``lidvae_ext._extension.gemm``, the ``_gemm`` operator) with the
   backend chosen by ``LIDVAE_CPU_GEMM``, when the build has it,
 - ``xla``       ``jax.jit(jnp.dot)`` when JAX is installed.
 
@@ -102,10 +102,10 @@ def callables(shape, threads: int, lib) -> dict[str, Callable[[], object]]:
 
         fns["openblas"], fns["openblas-split"] = ob, ob_split
     try:
-        from lidvae_ext import _C
+        from lidvae_ext import _extension
 
-        if hasattr(_C, "_gemm"):
-            fns["lidvae"] = lambda: _C._gemm(a, b, c)
+        if _extension.loaded():
+            fns["lidvae"] = lambda: _extension.gemm(a, b, c)
     except ImportError:
         pass
     try:

@@ -190,7 +190,7 @@ def append_json_rows(path: str, rows: list[dict]) -> None:
 
 def best_gemm_rate(case: Case, dtype: torch.dtype, reps: int) -> tuple[float, str]:
     """Best median GFLOP/s over the case's large GEMM shapes and the GEMM backends the build has."""
-    from lidvae_ext import _C
+    from lidvae_ext._extension import gemm
 
     B, d, H, L = case.batch, case.dim, case.hidden, case.layers
     M = L * H + 1
@@ -198,11 +198,11 @@ def best_gemm_rate(case: Case, dtype: torch.dtype, reps: int) -> tuple[float, st
     for backend in lidvae_ext.build_info().get("cpu_gemm_backends", ("aten",)):
         for m, k, n in ((B, d, M), (B, H, H), (B, M, d)):
             a, b, c = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype), torch.empty(m, n, dtype=dtype)
-            _C._gemm(a, b, c, backend)
+            gemm(a, b, c, backend)
             times = []
             for _ in range(reps):
                 t0 = time.perf_counter()
-                _C._gemm(a, b, c, backend)
+                gemm(a, b, c, backend)
                 times.append(time.perf_counter() - t0)
             rate = 2.0 * m * k * n / statistics.median(times) / 1e9
             if rate > best:

@@ -1,4 +1,4 @@
-// Schema strings of the ICNN operators, shared by the TORCH_LIBRARY block in
+// Schema strings of the ICNN operators, shared by the STABLE_TORCH_LIBRARY block in
 // ops.cpp and by test harnesses that register the same operators under
 // another namespace (scripts/cuda_emulation), so the two can never drift.
 #pragma once
@@ -34,5 +34,20 @@ constexpr const char* kIcnnBackwardSchema =
 constexpr const char* kSoftplusWeightsSchema = "softplus_weights(Tensor raw) -> Tensor";
 constexpr const char* kSoftplusWeightsBackwardSchema =
     "softplus_weights_backward(Tensor grad, Tensor raw) -> Tensor";
+
+// out = alpha * a @ b + beta * base through the named CPU GEMM backend (auto, aten or
+// openblas; tests and benchmarks: lidvae_ext._extension.gemm). Returns nothing.
+constexpr const char* kGemmSchema =
+    "_gemm(Tensor a, Tensor b, Tensor(a!) out, str backend=\"auto\", float alpha=1.0, "
+    "Tensor? base=None, float beta=0.0) -> ()";
+
+// The CPU path as the next operator call would run it, "key=value" lines (cpu_gemm,
+// cpu_gemm_backends, openblas, cpu_isa, cpu_isas; lists comma-separated): build_info()'s
+// run-time part.
+constexpr const char* kRuntimeInfoSchema = "_runtime_info() -> str";
+
+// A path of libscipy_openblas.so to try first (the Python layer passes the one the
+// scipy_openblas32 package reports); only effective before OpenBLAS is first loaded.
+constexpr const char* kAddOpenblasCandidateSchema = "_add_openblas_candidate(str path) -> ()";
 
 }  // namespace lidvae

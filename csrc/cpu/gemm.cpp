@@ -1,8 +1,6 @@
 // CPU GEMM backends of the fused kernels (see gemm.h).
 #include "cpu/gemm.h"
 
-#include <ATen/Parallel.h>
-#include <c10/util/Exception.h>
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -127,12 +125,12 @@ int requested_backend() {
   if (env == nullptr || *env == '\0' || std::strcmp(env, "auto") == 0) return 0;
   if (std::strcmp(env, "aten") == 0) return 1;
   if (std::strcmp(env, "openblas") == 0) return 2;
-  TORCH_CHECK(false, "LIDVAE_CPU_GEMM must be auto, aten or openblas, got '", env, "'");
+  LIDVAE_CHECK(false, "LIDVAE_CPU_GEMM must be auto, aten or openblas, got '", env, "'");
 }
 
 // Leading dimension and transpose flag of a (rows, cols) view for row-major CBLAS, or
 // false when neither of its strides is 1 (or it does not fit 32-bit indices).
-bool cblas_layout(const at::Tensor& t, int& trans, int& ld) {
+bool cblas_layout(const Tensor& t, int& trans, int& ld) {
   const int64_t r = t.size(0), c = t.size(1), s0 = t.stride(0), s1 = t.stride(1);
   if ((s1 == 1 || c == 1) && (r == 1 || s0 >= std::max<int64_t>(c, 1))) {
     trans = kNoTrans;
@@ -151,16 +149,12 @@ bool cblas_layout(const at::Tensor& t, int& trans, int& ld) {
   return false;
 }
 
-void aten_gemm(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double alpha,
-               const at::Tensor& base, double beta) {
+void aten_gemm(const Tensor& out, const Tensor& a, const Tensor& b, double alpha,
+               const Tensor& base, double beta) {
   if (!base.defined()) {
-    at::Tensor o = out;
-    if (alpha == 1.0) at::mm_out(o, a, b); else at::addmm_out(o, out, a, b, 0.0, alpha);
-  } else if (base.is_same(out)) {
-    out.addmm_(a, b, beta, alpha);
+    if (alpha == 1.0) mm_out(out, a, b); else addmm_out_cpu(out, out, a, b, 0.0, alpha);
   } else {
-    at::Tensor o = out;
-    at::addmm_out(o, base, a, b, beta, alpha);
+    addmm_out_cpu(out, base, a, b, beta, alpha);  // base may be out itself (ATen's addmm_)
   }
 }
 
@@ -176,13 +170,13 @@ void cblas_block(Fn gemm, int ta, int tb, int64_t r0, int64_t r1, int64_t c0, in
 }
 
 template <typename T, typename Fn>
-void openblas_gemm(Fn gemm, const at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
+void openblas_gemm(Fn gemm, const Tensor& out, const Tensor& a, const Tensor& b,
                    int ta, int lda, int tb, int ldb, int ldc, T alpha, T beta) {
   const int64_t m = out.size(0), n = out.size(1), k = a.size(1);
-  const T* a_p = a.data_ptr<T>();
-  const T* b_p = b.data_ptr<T>();
-  T* c_p = out.data_ptr<T>();
-  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  const T* a_p = a.const_data_ptr<T>();
+  const T* b_p = b.const_data_ptr<T>();
+  T* c_p = out.mutable_data_ptr<T>();
+  const int64_t threads = in_parallel_region() ? 1 : get_num_threads();
   // Below ~1 MFLOP a split costs more than it saves. (In double: m, n, k <= INT_MAX each,
   // so the int64_t product m * n * k could overflow.)
   const bool split = threads > 1 && static_cast<double>(m) * static_cast<double>(n) *
@@ -197,7 +191,7 @@ void openblas_gemm(Fn gemm, const at::Tensor& out, const at::Tensor& a, const at
   const int64_t extent = by_rows ? m : n;
   const int64_t step = std::max<int64_t>(1, ((extent + threads - 1) / threads + 15) / 16 * 16);
   const int64_t blocks = (extent + step - 1) / step;
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t lo = blk * step, hi = std::min(extent, lo + step);
       if (by_rows) {
@@ -232,7 +226,7 @@ GemmBackend gemm_backend() {
   const int want = requested_backend();
   if (want == 1) return GemmBackend::kAten;
   if (want == 2) {
-    TORCH_CHECK(openblas_available(), "LIDVAE_CPU_GEMM=openblas but ", openblas_description());
+    LIDVAE_CHECK(openblas_available(), "LIDVAE_CPU_GEMM=openblas but ", openblas_description());
     return GemmBackend::kOpenBlas;
   }
   if (openblas_available()) return GemmBackend::kOpenBlas;
@@ -243,22 +237,22 @@ GemmBackend gemm_backend() {
   return GemmBackend::kAten;
 }
 
-void gemm_out_with(GemmBackend backend, const at::Tensor& out, const at::Tensor& a,
-                   const at::Tensor& b, double alpha, const at::Tensor& base, double beta) {
-  TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && out.dim() == 2 && a.size(1) == b.size(0) &&
+void gemm_out_with(GemmBackend backend, const Tensor& out, const Tensor& a,
+                   const Tensor& b, double alpha, const Tensor& base, double beta) {
+  LIDVAE_CHECK(a.dim() == 2 && b.dim() == 2 && out.dim() == 2 && a.size(1) == b.size(0) &&
                   out.size(0) == a.size(0) && out.size(1) == b.size(1),
-              "gemm_out: sizes out ", out.sizes(), " = a ", a.sizes(), " @ b ", b.sizes());
+               "gemm_out: sizes out ", shape_str(out), " = a ", shape_str(a), " @ b ", shape_str(b));
   const auto dtype = out.scalar_type();
   int ta = 0, tb = 0, tc = 0, lda = 0, ldb = 0, ldc = 0;
   // CBLAS takes 32-bit ints (scipy-openblas32): a size or leading dimension past INT_MAX
-  // goes to ATen (at::mm / addmm, 64-bit sizes) instead. Block offsets (cblas_block) are
+  // goes to ATen (mm / addmm, 64-bit sizes) instead. Block offsets (cblas_block) are
   // int64_t, and OpenBLAS indexes with 64-bit BLASLONG internally, so operands of more than
   // 2^31 elements are fine (tests/test_large_index.py).
   const bool fits = a.size(1) <= INT_MAX && out.size(0) <= INT_MAX && out.size(1) <= INT_MAX;
   const bool usable = backend == GemmBackend::kOpenBlas && openblas_available() && fits &&
-                      (dtype == at::kFloat || dtype == at::kDouble) && a.scalar_type() == dtype &&
+                      is_floating(dtype) && a.scalar_type() == dtype &&
                       b.scalar_type() == dtype && (!base.defined() || base.scalar_type() == dtype) &&
-                      out.device().is_cpu() && a.device().is_cpu() && b.device().is_cpu() &&
+                      out.is_cpu() && a.is_cpu() && b.is_cpu() &&
                       cblas_layout(a, ta, lda) && cblas_layout(b, tb, ldb) &&
                       cblas_layout(out, tc, ldc) && tc == kNoTrans;
   if (!usable) {
@@ -266,14 +260,20 @@ void gemm_out_with(GemmBackend backend, const at::Tensor& out, const at::Tensor&
     return;
   }
   if (out.numel() == 0) return;
-  if (base.defined() && !base.is_same(out)) out.copy_(base);
+  if (base.defined() && !same_view(base, out)) copy_into(out, base);
   if (!base.defined()) beta = 0.0;
   if (a.size(1) == 0) {  // empty sum: out = beta * base
-    if (beta == 0.0) out.zero_(); else out.mul_(beta);
+    if (beta == 0.0) {
+      fill_zero(out);
+    } else if (dtype == ScalarType::Float) {
+      scale_<float>(out, static_cast<float>(beta));
+    } else {
+      scale_<double>(out, beta);
+    }
     return;
   }
   const OpenBlas& lib = openblas();
-  if (dtype == at::kFloat) {
+  if (dtype == ScalarType::Float) {
     openblas_gemm<float>(lib.sgemm, out, a, b, ta, lda, tb, ldb, ldc, static_cast<float>(alpha),
                          static_cast<float>(beta));
   } else {
@@ -281,8 +281,8 @@ void gemm_out_with(GemmBackend backend, const at::Tensor& out, const at::Tensor&
   }
 }
 
-void gemm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double alpha,
-              const at::Tensor& base, double beta) {
+void gemm_out(const Tensor& out, const Tensor& a, const Tensor& b, double alpha,
+              const Tensor& base, double beta) {
   gemm_out_with(gemm_backend(), out, a, b, alpha, base, beta);
 }
 

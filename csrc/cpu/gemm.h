@@ -1,6 +1,7 @@
 // The one matrix-product entry of the CPU kernels, with run-time selectable backends.
 //
-//   aten      ATen's mm/addmm (torch's MKL or its bundled BLAS): always available.
+//   aten      ATen's mm/addmm (torch's MKL or its bundled BLAS), called through the stable
+//             ABI (csrc/stable.h): always available.
 //   openblas  OpenBLAS of the PyPI package scipy-openblas32 (symbols prefixed scipy_),
 //             loaded with dlopen at first use — never linked — so the extension builds
 //             and runs without it (ATen then, with a one-line notice on stderr). Where
@@ -10,13 +11,13 @@
 //
 // The backend is read from LIDVAE_CPU_GEMM=auto|aten|openblas at every operator call
 // (auto, the default: openblas when it loads, else aten); an explicit `openblas` that
-// cannot load is an error. OpenBLAS runs single-threaded inside at::parallel_for over
+// cannot load is an error. OpenBLAS runs single-threaded inside torch's parallel_for over
 // blocks of the output (split_gemm), so torch's intra-op thread count is the only
 // thread count and one thread pool (OpenMP) does every pass: no second pool whose
 // spinning workers would compete with the row passes for the cores.
 #pragma once
 
-#include <ATen/ATen.h>
+#include "stable.h"
 
 #include <string>
 
@@ -43,15 +44,15 @@ void add_openblas_candidate(const std::string& path);
 // out = alpha * a @ b + beta * base, on 2-D float32/float64 views with one unit stride
 // each (row-major or transposed; out row-major). `base` undefined: beta is ignored (0);
 // `base` may be `out` itself (accumulate). Views the backend cannot take go to ATen.
-void gemm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double alpha = 1.0,
-              const at::Tensor& base = at::Tensor(), double beta = 0.0);
+void gemm_out(const Tensor& out, const Tensor& a, const Tensor& b, double alpha = 1.0,
+              const Tensor& base = Tensor(), double beta = 0.0);
 
-// The same with an explicit backend (tests and benchmarks: lidvae_ext._C._gemm).
-void gemm_out_with(GemmBackend backend, const at::Tensor& out, const at::Tensor& a,
-                   const at::Tensor& b, double alpha, const at::Tensor& base, double beta);
+// The same with an explicit backend (tests and benchmarks: the _gemm operator).
+void gemm_out_with(GemmBackend backend, const Tensor& out, const Tensor& a,
+                   const Tensor& b, double alpha, const Tensor& base, double beta);
 
 // out += a @ b
-inline void gemm_acc(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+inline void gemm_acc(const Tensor& out, const Tensor& a, const Tensor& b) {
   gemm_out(out, a, b, 1.0, out, 1.0);
 }
 

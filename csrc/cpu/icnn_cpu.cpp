@@ -10,10 +10,6 @@
 // term r_0. When the input dimension is tiny (d <= kSkinnyDim) the input-side
 // products are done row by row instead of as skinny BLAS calls, which are
 // dominated by call and packing overhead at that shape.
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
-#include <torch/library.h>
 
 #include <optional>
 #include <tuple>
@@ -33,7 +29,6 @@
 namespace lidvae {
 namespace {
 
-using at::Tensor;
 using cpu::for_each_row;
 using cpu::with_layer_kind;
 
@@ -49,10 +44,10 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
   const int64_t M = dims.stacked, LH = L * H, LHs = (L - 1) * H;  // LHs: saved upstream width
   const bool padded = K < d;  // y stands for [y, 0]: only A's first K columns meet it
   const bool skinny = d <= kSkinnyDim;
-  const Tensor At = skinny ? A.t().contiguous() : Tensor();  // (d, M)
-  const T* At_p = skinny ? At.data_ptr<T>() : nullptr;
-  const T* y_p = y.data_ptr<T>();
-  T* pre_p = pre.data_ptr<T>();
+  const Tensor At = skinny ? contig(transposed(A)) : Tensor();  // (d, M)
+  const T* At_p = skinny ? At.mutable_data_ptr<T>() : nullptr;
+  const T* y_p = y.mutable_data_ptr<T>();
+  T* pre_p = pre.mutable_data_ptr<T>();
 
   // Every input product A_l y at once: pre = y A^T, plus b — folded into the row-wise
   // products (skinny) or, after one plain GEMM, into the activation passes below (the bias
@@ -60,12 +55,12 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
   // The one workspace, delta (B, M), for the sensitivities of the reverse sweep; until
   // then its block L-1 holds z, which is z_{l-1} while layer l is formed (the output loop
   // reads z_{L-1} of a row before it writes delta_{L-1} there).
-  Tensor delta = at::empty({B, M}, y.options());
-  T* delta_p = delta.data_ptr<T>();
+  Tensor delta = empty({B, M}, y);
+  T* delta_p = delta.mutable_data_ptr<T>();
   const Tensor z = block(delta, L - 1, H);
   T* z_p = delta_p + (L - 1) * H;  // row stride M
 
-  const T* b_p = b.data_ptr<T>();
+  const T* b_p = b.mutable_data_ptr<T>();
   const T* bias = skinny ? nullptr : b_p;  // still to add after the GEMM
   if (skinny) {  // row-wise products with the bias, and z_0, in one pass
     for_each_row(B, M * K + H, [&](int64_t i) {
@@ -73,13 +68,13 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
       cpu::row_bias_act<F, true>(z_p + i * M, pre_p + i * M, static_cast<const T*>(nullptr), H, slope);
     });
   } else {
-    cpu::gemm_out(pre, y, padded ? A.narrow(1, 0, K).t() : A.t());
+    cpu::gemm_out(pre, y, padded ? transposed(narrowed(A, 1, 0, K)) : transposed(A));
     for_each_row(B, H, [&](int64_t i) {
       cpu::row_bias_act<F, true>(z_p + i * M, pre_p + i * M, bias, H, slope);
     });
   }
   for (int64_t l = 1; l < L; ++l) {
-    cpu::gemm_acc(block(pre, l, H), z, W[l - 1].t());
+    cpu::gemm_acc(block(pre, l, H), z, transposed(pick(W, 0, l - 1)));
     const T* bias_l = bias ? bias + l * H : nullptr;
     for_each_row(B, H, [&](int64_t i) {
       cpu::row_bias_act<F, false>(z_p + i * M, pre_p + i * M + l * H, bias_l, H, slope);
@@ -90,17 +85,17 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
   // Output layer, potential, and the first reverse step: delta_L = sigma'(a_L),
   // delta_{L-1} = sigma'(a_{L-1}) e_{L-1} with e_{L-1} = delta_L w_out (not stored:
   // the backward rebuilds it from a_L for free).
-  T* psi_p = psi.data_ptr<T>();
+  T* psi_p = psi.mutable_data_ptr<T>();
   // Row-wise map for tiny d, done in the pass that completes delta_0 of the row.
-  T* g_p = grad.data_ptr<T>();
+  T* g_p = grad.mutable_data_ptr<T>();
   auto skinny_grad_row = [&](int64_t i) {
     for (int64_t k = 0; k < d; ++k) {
       const T self = k < K ? alpha * y_p[i * K + k] : T(0);
       g_p[i * d + k] = self + cpu::dot(delta_p + i * M, At_p + k * M, M);
     }
   };
-  T* up_p = upstream.data_ptr<T>();
-  const T* wo_p = w_out.data_ptr<T>();
+  T* up_p = upstream.mutable_data_ptr<T>();
+  const T* wo_p = w_out.mutable_data_ptr<T>();
   with_layer_kind(L == 1, [&](auto first) {
     for_each_row(B, 2 * H + K, [&](int64_t i) {
       const T a_out = pre_p[i * M + M - 1] + bias_out + cpu::dot(z_p + i * M, wo_p, H);
@@ -118,7 +113,7 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
   // Remaining reverse steps: e_{l-1} = W_l^T delta_l, delta_{l-1} = sigma'(a_{l-1}) e_{l-1}.
   for (int64_t l = L - 1; l >= 1; --l) {
     Tensor e_prev = block(upstream, l - 1, H);
-    cpu::gemm_out(e_prev, block(delta, l, H), W[l - 1]);
+    cpu::gemm_out(e_prev, block(delta, l, H), pick(W, 0, l - 1));
     with_layer_kind(l == 1, [&](auto first) {
       for_each_row(B, H, [&](int64_t i) {
         cpu::row_dact_mul<F, decltype(first)::value>(delta_p + i * M + (l - 1) * H,
@@ -135,7 +130,7 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
     cpu::gemm_out(grad, delta, A, /*alpha=*/1, /*base=*/y, /*beta=*/alpha);
   } else if (!skinny) {
     cpu::gemm_out(grad, delta, A);
-    if (alpha != T(0)) grad.narrow(1, 0, K).add_(y, alpha);
+    if (alpha != T(0)) add_scaled_<T>(narrowed(grad, 1, 0, K), y, alpha);
   }
 }
 
@@ -147,10 +142,10 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
                      Tensor& grad_W, Tensor& grad_w_out) {
   using F = Act<act>;
   const bool skinny = dims.dim <= kSkinnyDim;
-  const Tensor At = skinny ? A.t().contiguous() : Tensor();  // (d, M)
-  const T* At_p = skinny ? At.data_ptr<T>() : nullptr;
-  const cpu::UpstreamRows<T, F> upstream_row{upstream.data_ptr<T>(), pre.data_ptr<T>(),
-                                        w_out.data_ptr<T>(), dims.layers, dims.hidden,
+  const Tensor At = skinny ? contig(transposed(A)) : Tensor();  // (d, M)
+  const T* At_p = skinny ? At.mutable_data_ptr<T>() : nullptr;
+  const cpu::UpstreamRows<T, F> upstream_row{upstream.mutable_data_ptr<T>(), pre.mutable_data_ptr<T>(),
+                                        w_out.mutable_data_ptr<T>(), dims.layers, dims.hidden,
                                         dims.stacked, slope};
   if constexpr (F::kHiddenCurvature) {
     cpu::backward_curved<T, act>(grad_psi, v, y, A, At_p, W, w_out, grad, pre, alpha, slope,
@@ -165,19 +160,20 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> icnn_forward_cpu(
     const Tensor& y_in, const Tensor& A_in, const Tensor& b_in, const Tensor& W_in,
-    const Tensor& w_out_in, double strong_convexity, c10::string_view activation,
+    const Tensor& w_out_in, double strong_convexity, std::string activation,
     double negative_slope) {
   constexpr const char* op = "lidvae_ext::icnn_forward";
   const std::string act_name(activation);
   const IcnnDims dims = check_forward_args(y_in, A_in, b_in, W_in, w_out_in, strong_convexity, act_name,
                                            negative_slope, /*check_values=*/true, op);
-  const Tensor y = y_in.contiguous(), A = A_in.contiguous(), b = b_in.contiguous();
-  const Tensor W = W_in.contiguous(), w_out = w_out_in.contiguous();
-  ForwardOutputs out(dims, y.options());
+  const Tensor y = contig(y_in), A = contig(A_in), b = contig(b_in);
+  const Tensor W = contig(W_in), w_out = contig(w_out_in);
+  ForwardOutputs out(dims, y);
   if (dims.batch == 0) return out.tuple();
   cpu::set_active_isa(cpu::select_isa());
   const Activation act = parse_activation(act_name, op);
-  AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "icnn_forward_cpu", [&] {
+  dispatch_floating(y.scalar_type(), op, [&](auto zero) {
+    using scalar_t = decltype(zero);
     dispatch_activation(act, [&](auto tag) {
       forward_kernel<scalar_t, decltype(tag)::value>(
           y, A, b, W, w_out, static_cast<scalar_t>(strong_convexity),
@@ -188,10 +184,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> icnn_forward_cpu(
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> icnn_backward_cpu(
-    const c10::optional<Tensor>& grad_psi_in, const Tensor& grad_map_in, const Tensor& y_in,
+    const std::optional<Tensor>& grad_psi_in, const Tensor& grad_map_in, const Tensor& y_in,
     const Tensor& A_in, const Tensor& W_in, const Tensor& w_out_in,
-    const c10::optional<Tensor>& grad_in, const Tensor& pre_in, const Tensor& upstream_in,
-    double strong_convexity, c10::string_view activation, double negative_slope,
+    const std::optional<Tensor>& grad_in, const Tensor& pre_in, const Tensor& upstream_in,
+    double strong_convexity, std::string activation, double negative_slope,
     bool need_input_grad) {
   constexpr const char* op = "lidvae_ext::icnn_backward";
   const std::string act_name(activation);
@@ -204,7 +200,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> icnn_backward_cpu(
   if (dims.batch == 0) return out.tuple();
   cpu::set_active_isa(cpu::select_isa());
   const Activation act = parse_activation(act_name, op);
-  AT_DISPATCH_FLOATING_TYPES(in.y.scalar_type(), "icnn_backward_cpu", [&] {
+  dispatch_floating(in.y.scalar_type(), op, [&](auto zero) {
+    using scalar_t = decltype(zero);
     dispatch_activation(act, [&](auto tag) {
       backward_kernel<scalar_t, decltype(tag)::value>(
           in.grad_psi_or_null(), in.v, in.y, in.A, in.W, in.w_out, in.grad, in.pre, in.upstream,
@@ -218,7 +215,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> icnn_backward_cpu(
 }  // namespace
 }  // namespace lidvae
 
-TORCH_LIBRARY_IMPL(lidvae_ext, CPU, m) {
-  m.impl("icnn_forward", &lidvae::icnn_forward_cpu);
-  m.impl("icnn_backward", &lidvae::icnn_backward_cpu);
+STABLE_TORCH_LIBRARY_IMPL(lidvae_ext, CPU, m) {
+  m.impl("icnn_forward", TORCH_BOX(&lidvae::icnn_forward_cpu));
+  m.impl("icnn_backward", TORCH_BOX(&lidvae::icnn_backward_cpu));
 }

@@ -1,7 +1,7 @@
 // Run-time choice of the row-pass ISA (see isa.h).
 #include "cpu/isa.h"
 
-#include <c10/util/Exception.h>
+#include "stable.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -39,10 +39,10 @@ Isa select_isa() {
     if (std::strcmp(env, isa_name(isa)) != 0) continue;
     for (Isa have : supported)
       if (have == isa) return isa;
-    TORCH_CHECK(false, "LIDVAE_CPU_ISA=", env, ": this CPU (or this build) does not support it; "
+    LIDVAE_CHECK(false, "LIDVAE_CPU_ISA=", env, ": this CPU (or this build) does not support it; "
                 "supported: ", isa_name(supported.back()), " and below");
   }
-  TORCH_CHECK(false, "LIDVAE_CPU_ISA must be auto, baseline, avx2 or avx512, got '", env, "'");
+  LIDVAE_CHECK(false, "LIDVAE_CPU_ISA must be auto, baseline, avx2 or avx512, got '", env, "'");
 }
 
 }  // namespace cpu

@@ -10,12 +10,12 @@
 // instructions onto a CPU without them.
 #pragma once
 
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdint>
 
 #include "cpu/isa.h"
+#include "stable.h"
 
 namespace lidvae {
 namespace cpu {
@@ -26,7 +26,7 @@ template <typename Fn>
 inline void for_each_row(int64_t rows, int64_t work_per_row, const Fn& fn) {
   constexpr int64_t kGrainElements = 1 << 14;
   const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, work_per_row));
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+  parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) fn(row);
   });
 }

@@ -21,8 +21,7 @@
 #error "cuda_emu.h is only for builds with -DLIDVAE_CUDA_EMULATION"
 #endif
 
-#include <c10/core/Device.h>
-#include <c10/util/Exception.h>
+#include "stable.h"  // LIDVAE_CHECK (the host code under test is on the stable ABI)
 
 #include <atomic>
 #include <barrier>
@@ -137,16 +136,16 @@ void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, std::size_t smem, A
     auto it = max_dynamic_smem.find({reinterpret_cast<const void*>(kernel), device()});
     if (it != max_dynamic_smem.end()) allowed = it->second;
   }
-  TORCH_CHECK(grid.x >= 1 && grid.y == 1 && grid.z == 1 && block.y == 1 && block.z == 1 &&
+  LIDVAE_CHECK(grid.x >= 1 && grid.y == 1 && grid.z == 1 && block.y == 1 && block.z == 1 &&
                   block.x >= 1 && block.x <= 1024,
               "cuda_emu: invalid launch configuration");
-  TORCH_CHECK(smem <= static_cast<std::size_t>(allowed),
+  LIDVAE_CHECK(smem <= static_cast<std::size_t>(allowed),
               "cuda_emu: launch with ", smem, " bytes of dynamic shared memory, but only ", allowed,
               " were enabled with cudaFuncSetAttribute");
-  TORCH_CHECK(smem <= kSmemBytes, "cuda_emu: shared memory request too large");
+  LIDVAE_CHECK(smem <= kSmemBytes, "cuda_emu: shared memory request too large");
   std::tuple<std::decay_t<KArgs>...> kargs(std::forward<Args>(args)...);
   for (unsigned bx = 0; bx < grid.x; ++bx) {
-    TORCH_CHECK(smem_base != nullptr, "cuda_emu: emu::smem_base not set");
+    LIDVAE_CHECK(smem_base != nullptr, "cuda_emu: emu::smem_base not set");
     std::memset(smem_base, 0xFF, kSmemBytes);  // NaN poison
     Block ctx(block.x);
     std::vector<std::thread> threads;
@@ -242,28 +241,16 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int /*device*/)
   return cudaSuccess;
 }
 
-#define C10_CUDA_CHECK(expr)                                                              \
-  do {                                                                                    \
-    const cudaError_t emu_err = (expr);                                                   \
-    TORCH_CHECK(emu_err == cudaSuccess, "cuda_emu: ", #expr, " failed: ", cudaGetErrorString(emu_err)); \
-  } while (0)
-#define C10_CUDA_KERNEL_LAUNCH_CHECK() \
-  do {                                 \
-  } while (0)
+inline cudaError_t cudaGetDevice(int* device) {
+  *device = emu::device();
+  return cudaSuccess;
+}
 
-namespace c10::cuda {
-// LIDVAE_EMU_DEVICE picks the emulated device index: the host code caches
-// device limits per device, so a test that changes LIDVAE_EMU_SMEM uses its
-// own device index.
-inline c10::DeviceIndex current_device() { return static_cast<c10::DeviceIndex>(emu::device()); }
-struct EmuStream {
-  operator cudaStream_t() const { return nullptr; }
+namespace emu {
+// torch::stable::accelerator::DeviceGuard's stand-in (one emulated device).
+struct DeviceGuard {
+  explicit DeviceGuard(int) {}
 };
-inline EmuStream getCurrentCUDAStream(c10::DeviceIndex = -1) { return {}; }
-struct CUDAGuard {
-  explicit CUDAGuard(c10::Device) {}
-};
-}  // namespace c10::cuda
+}  // namespace emu
 
-// Kernel launch used by icnn_cuda.cu under LIDVAE_CUDA_EMULATION.
 #define LIDVAE_EMU_LAUNCH(kernel, grid, block, smem, ...) ::emu::launch(kernel, grid, block, smem, __VA_ARGS__)

@@ -1,33 +1,15 @@
-// Builds csrc/cuda/icnn_cuda.cu (host + kernel code, unchanged) against the
-// CPU emulation in cuda_emu.h and registers its two operators as
-// torch.ops.lidvae_cuda_emu.icnn_forward / icnn_backward on CPU tensors.
-// Built and driven by tests/test_cuda_emulation.py; not part of the package.
-#ifndef LIDVAE_CUDA_EMULATION
-#define LIDVAE_CUDA_EMULATION 1
-#endif
-
+// The full-API half of the CUDA emulation: the Python module (cpp_extension) with the
+// poison allocator. The operators themselves (csrc/cuda/icnn_cuda.cu on the CPU
+// emulation, registered as torch.ops.lidvae_cuda_emu.*) are in emulated_kernels.cpp, on the
+// LibTorch stable ABI like the real CUDA library. Built and driven by
+// tests/test_cuda_emulation.py; not part of the package.
 #include <torch/extension.h>
 
 #include <c10/core/CPUAllocator.h>
 
 #include <cstring>
 
-#include "cuda_emu.h"
-#include "op_schemas.h"
-
-namespace lidvae::cuda {
-// The fused kernels' `extern __shared__` array.
-alignas(16) unsigned char fused_smem_raw[emu::kSmemBytes];
-}  // namespace lidvae::cuda
-
-#include "cuda/icnn_cuda.cu"
-
 namespace {
-
-const bool kSmemHooked = [] {
-  emu::smem_base = lidvae::cuda::fused_smem_raw;
-  return true;
-}();
 
 // Wraps the default CPU allocator and fills every new allocation with NaN
 // bytes, so outputs and workspaces that a kernel forgets to write show up.
@@ -57,16 +39,6 @@ void set_poison_allocator(bool on) {
 }
 
 }  // namespace
-
-TORCH_LIBRARY(lidvae_cuda_emu, m) {
-  m.def(lidvae::kIcnnForwardSchema);
-  m.def(lidvae::kIcnnBackwardSchema);
-}
-
-TORCH_LIBRARY_IMPL(lidvae_cuda_emu, CPU, m) {
-  m.impl("icnn_forward", &lidvae::cuda::icnn_forward_cuda);
-  m.impl("icnn_backward", &lidvae::cuda::icnn_backward_cuda);
-}
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("set_poison_allocator", &set_poison_allocator,

@@ -13,8 +13,9 @@ OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 echo "cuda_emulation: building the TSan driver"
 "$CXX" -std=c++20 -O1 -g -fsanitize=thread -pthread -DLIDVAE_CUDA_EMULATION -Icsrc -Iscripts/cuda_emulation \
-  -isystem "$TORCH_INC" -isystem "$TORCH_INC/torch/csrc/api/include" -Wall -Wextra -Wno-unknown-pragmas -Werror \
-  scripts/cuda_emulation/tsan_main.cpp csrc/icnn_checks.cpp -o "$OUT/tsan_main" \
-  -L"$TORCH_LIB" -Wl,-rpath,"$TORCH_LIB" -ltorch -ltorch_cpu -lc10
+  -isystem "$TORCH_INC" -isystem "$TORCH_INC/torch/csrc/api/include" -Wall -Wextra -Wno-unknown-pragmas -Werror -fvisibility=hidden \
+  scripts/cuda_emulation/tsan_main.cpp scripts/cuda_emulation/emulated_kernels.cpp csrc/icnn_checks.cpp \
+  -o "$OUT/tsan_main" \
+  -L"$TORCH_LIB" -Wl,-rpath,"$TORCH_LIB" -Wl,--no-as-needed -ltorch -ltorch_cpu -lc10
 echo "cuda_emulation: running under ThreadSanitizer"
 TSAN_OPTIONS="halt_on_error=1 report_signal_unsafe=0" OMP_NUM_THREADS=1 "$OUT/tsan_main"

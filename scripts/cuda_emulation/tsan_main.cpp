@@ -3,21 +3,19 @@
 // compares them; TSan reports any shared-memory race between emulated CUDA
 // threads (a missing __syncwarp / __syncthreads). Built and run by
 // scripts/cuda_emulation/run_tsan.sh.
-#define LIDVAE_CUDA_EMULATION 1
+// The operators come from emulated_kernels.cpp (stable ABI, registered as
+// lidvae_cuda_emu::*); this driver calls them through the dispatcher.
 #include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 
 #include <cstdio>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
-
-#include "cuda_emu.h"
-
-namespace lidvae::cuda {
-alignas(16) unsigned char fused_smem_raw[emu::kSmemBytes];
-}  // namespace lidvae::cuda
-
-#include "cuda/icnn_cuda.cu"
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
 
 namespace {
 
@@ -28,6 +26,14 @@ double max_rel(const at::Tensor& got, const at::Tensor& want) {
   const double rel = scale > 0 ? diff / scale : diff;
   return std::isfinite(rel) ? rel : std::numeric_limits<double>::infinity();  // NaN counts as a failure
 }
+
+using Forward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+    const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
+    c10::string_view, double);
+using Backward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+    const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+    const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&,
+    const at::Tensor&, double, c10::string_view, double, bool);
 
 int run_case(int64_t B, int64_t d, int64_t K, int64_t H, int64_t L, const char* act, double alpha) {
   at::manual_seed(B * 1000 + d * 100 + H + L);
@@ -40,9 +46,14 @@ int run_case(int64_t B, int64_t d, int64_t K, int64_t H, int64_t L, const char* 
   std::vector<at::Tensor> results[2];
   for (int fused = 0; fused < 2; ++fused) {
     setenv("LIDVAE_CUDA_FUSED", fused ? "1" : "0", 1);
-    auto [psi, grad, pre, up] = lidvae::cuda::icnn_forward_cuda(y, A, b, W, w_out, alpha, act, 0.2);
-    auto [gy, gA, gb, gW, gwo] = lidvae::cuda::icnn_backward_cuda(u, v, y, A, W, w_out, grad, pre, up, alpha,
-                                                                  act, 0.2, true);
+    static const auto forward = c10::Dispatcher::singleton()
+                                    .findSchemaOrThrow("lidvae_cuda_emu::icnn_forward", "")
+                                    .typed<Forward>();
+    static const auto backward = c10::Dispatcher::singleton()
+                                     .findSchemaOrThrow("lidvae_cuda_emu::icnn_backward", "")
+                                     .typed<Backward>();
+    auto [psi, grad, pre, up] = forward.call(y, A, b, W, w_out, alpha, act, 0.2);
+    auto [gy, gA, gb, gW, gwo] = backward.call(u, v, y, A, W, w_out, grad, pre, up, alpha, act, 0.2, true);
     results[fused] = {psi, grad, pre, up, gy, gA, gb, gW, gwo};
   }
   double worst = 0.0;
@@ -55,7 +66,6 @@ int run_case(int64_t B, int64_t d, int64_t K, int64_t H, int64_t L, const char* 
 }  // namespace
 
 int main() {
-  emu::smem_base = lidvae::cuda::fused_smem_raw;
   int failures = 0;
   failures += run_case(5, 3, 3, 16, 3, "softplus", 0.3);    // two 16-lane groups per warp
   failures += run_case(20, 2, 1, 32, 2, "leaky_relu", 0.0);  // K < d < G: lane-split column sums
