@@ -297,4 +297,36 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain, const Fn& fn) {
   });
 }
 
+// A `str` operator argument. The stable header of torch 2.10-2.13 unboxes std::string through a
+// heap-allocated copy it never frees (detail::ToImpl<std::string>::call in
+// stableivalue_conversions.h: `new std::string(...)`, returned by value): one leaked std::string
+// per call of an operator with a `str` argument, which LeakSanitizer reports (the CI sanitizer
+// stage). Kernels take StrArg instead; its conversion below copies the characters and frees the
+// handle, nothing else.
+struct StrArg {
+  std::string value;
+  operator const std::string&() const { return value; }  // NOLINT: used as the string it holds
+};
+
 }  // namespace lidvae
+
+namespace torch::stable::detail {
+
+// StableIValue -> lidvae::StrArg: the characters of the string handle, then the handle deleted.
+template <>
+struct ToImpl<lidvae::StrArg> {
+  static lidvae::StrArg call(StableIValue val, [[maybe_unused]] uint64_t extension_build_version,
+                             [[maybe_unused]] bool is_internal) {
+    StringHandle handle = torch::stable::detail::to<StringHandle>(val);
+    size_t length = 0;
+    STABLE_TORCH_ERROR_CODE_CHECK(torch_string_length(handle, &length));
+    const char* data = nullptr;
+    STABLE_TORCH_ERROR_CODE_CHECK(torch_string_c_str(handle, &data));
+    lidvae::StrArg out{std::string(data, length)};
+    STABLE_TORCH_ERROR_CODE_CHECK(torch_delete_string(handle));
+    return out;
+  }
+};
+
+}  // namespace torch::stable::detail
+

@@ -160,10 +160,10 @@ void backward_kernel(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> icnn_forward_cpu(
     const Tensor& y_in, const Tensor& A_in, const Tensor& b_in, const Tensor& W_in,
-    const Tensor& w_out_in, double strong_convexity, std::string activation,
+    const Tensor& w_out_in, double strong_convexity, StrArg activation,
     double negative_slope) {
   constexpr const char* op = "lidvae_ext::icnn_forward";
-  const std::string act_name(activation);
+  const std::string& act_name = activation;
   const IcnnDims dims = check_forward_args(y_in, A_in, b_in, W_in, w_out_in, strong_convexity, act_name,
                                            negative_slope, /*check_values=*/true, op);
   const Tensor y = contig(y_in), A = contig(A_in), b = contig(b_in);
@@ -187,10 +187,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> icnn_backward_cpu(
     const std::optional<Tensor>& grad_psi_in, const Tensor& grad_map_in, const Tensor& y_in,
     const Tensor& A_in, const Tensor& W_in, const Tensor& w_out_in,
     const std::optional<Tensor>& grad_in, const Tensor& pre_in, const Tensor& upstream_in,
-    double strong_convexity, std::string activation, double negative_slope,
+    double strong_convexity, StrArg activation, double negative_slope,
     bool need_input_grad) {
   constexpr const char* op = "lidvae_ext::icnn_backward";
-  const std::string act_name(activation);
+  const std::string& act_name = activation;
   const IcnnDims dims =
       check_backward_args(grad_psi_in, grad_map_in, y_in, A_in, W_in, w_out_in, grad_in, pre_in,
                           upstream_in, strong_convexity, act_name, negative_slope, op);

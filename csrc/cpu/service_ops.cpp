@@ -45,7 +45,7 @@ std::string runtime_info() {
   return os.str();
 }
 
-void add_openblas_candidate_op(std::string path) { cpu::add_openblas_candidate(path); }
+void add_openblas_candidate_op(StrArg path) { cpu::add_openblas_candidate(path); }
 
 }  // namespace
 }  // namespace lidvae

@@ -530,10 +530,10 @@ void check_fused_width(PathMode mode, int64_t hidden, const char* op) {
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> icnn_forward_cuda(
     const Tensor& y_in, const Tensor& A_in, const Tensor& b_in, const Tensor& W_in,
-    const Tensor& w_out_in, double strong_convexity, std::string activation,
+    const Tensor& w_out_in, double strong_convexity, StrArg activation,
     double negative_slope) {
   constexpr const char* op = "lidvae_ext::icnn_forward";
-  const std::string act_name(activation);
+  const std::string& act_name = activation;
   // W >= 0 is not value-checked on CUDA: that would synchronise the device
   // (and is impossible inside CUDA graph capture).
   const IcnnDims dims = check_forward_args(y_in, A_in, b_in, W_in, w_out_in, strong_convexity, act_name,
@@ -570,10 +570,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> icnn_backward_cuda(
     const std::optional<Tensor>& grad_psi_in, const Tensor& grad_map_in, const Tensor& y_in,
     const Tensor& A_in, const Tensor& W_in, const Tensor& w_out_in,
     const std::optional<Tensor>& grad_in, const Tensor& pre_in, const Tensor& upstream_in,
-    double strong_convexity, std::string activation, double negative_slope,
+    double strong_convexity, StrArg activation, double negative_slope,
     bool need_input_grad) {
   constexpr const char* op = "lidvae_ext::icnn_backward";
-  const std::string act_name(activation);
+  const std::string& act_name = activation;
   const IcnnDims dims =
       check_backward_args(grad_psi_in, grad_map_in, y_in, A_in, W_in, w_out_in, grad_in, pre_in,
                           upstream_in, strong_convexity, act_name, negative_slope, op);
