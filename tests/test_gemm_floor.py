@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+import lidvae_ext
 from lidvae_ext import BrenierMap, ops
 
 pytestmark = pytest.mark.skipif(not ops.fused_available("cpu"), reason="lidvae_ext._C not built")
@@ -51,7 +52,14 @@ def test_replayed_products_match_the_fused_path(layers, monkeypatch):
     got = _products(fused_step)
     want = _products(lambda: [f() for f in forward + backward])
     assert sum(want.values()) >= len(forward) + len(backward)  # every replayed call is a product
-    assert got == want
+    # On the stable ABI the kernels' ATen-backend addmm (with its alpha/beta scalars) goes through the
+    # C shim (aoti_torch_cpu_addmm_out: the boxed dispatcher cannot carry Scalars), which the profiler
+    # does not record; every other product goes through the dispatcher and must match exactly. That
+    # the fused step computes its addmm products is checked by the op tests' values.
+    unseen = {"aten::addmm", "aten::addmm_"} if lidvae_ext.build_info().get("abi") == "stable" else set()
+    assert any(name in unseen for name, _ in want) == bool(unseen)  # the replay does list them
+    assert Counter({k: v for k, v in got.items() if k[0] not in unseen}) == \
+        Counter({k: v for k, v in want.items() if k[0] not in unseen})
 
 
 @pytest.mark.skipif(not SCRIPT.exists(), reason="benchmarks/ not in this checkout")
