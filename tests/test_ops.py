@@ -47,7 +47,10 @@ def test_matches_reference(batch, dim, hidden, layers, activation, alpha, dtype)
     got = outputs_and_grads(ops, inputs, u.to(dtype), v.to(dtype), hyper)
     for g, w in zip(got, want):
         assert g.dtype == dtype and g.shape == w.shape
-    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    # float32: the parameter gradients are sums over the batch, whose rounding error grows like
+    # sqrt(B)·eps; 1e-4 up to B = 64, then ∝ sqrt(B) (B = 300: 2.2e-4; a d_w_out of 1.02e-4 was seen
+    # at B = 300 on the ATen GEMM backend, with LIDVAE_TEST_SEED=409634182, before and after stop 21)
+    tol = 1e-10 if dtype == torch.float64 else 1e-4 * max(1.0, (batch / 64) ** 0.5)
     errs = max_rel_errors(got, want)
     assert all(e <= tol for e in errs.values()), f"seed={seed} errors={errs}"
 
