@@ -371,15 +371,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         data = type(saved)(**{**asdict(saved), **{k: v for k, v in (("data_dir", args.data_dir), (
             "train_size", args.train_size), ("test_size", args.test_size)) if v is not None}})
     ev = _eval_options(args, None, 0)
-    if args.eval_batch_size is None:  # the family's default, once the checkpoint says which family
-        from .checkpoint import load_checkpoint, resolve_checkpoint_path
-        from .families import family_of_kind
-
-        try:
-            kind = load_checkpoint(resolve_checkpoint_path(args.checkpoint))["model_config"].get("model")
-            ev.batch_size = family_of_kind(kind).cli_defaults.get("eval_batch_size", ev.batch_size)
-        except ValueError:
-            pass  # run_evaluate reports the unusable checkpoint
+    ev.batch_size = args.eval_batch_size  # None: the checkpoint's family default (run_evaluate)
     print(dumps(run_evaluate(args.checkpoint, data, ev, args.backend)))
     return 0
 

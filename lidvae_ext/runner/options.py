@@ -56,7 +56,7 @@ class EvalOptions:
 
     iwae_samples: int = 100
     au_threshold: float = 0.01
-    batch_size: int = 256
+    batch_size: int | None = 256  # None (evaluate): the default of the checkpoint's family
     mi_samples: int = 1
     seed: int = 0
     au_thresholds: tuple[float, ...] = (0.001, 0.01, 0.1)

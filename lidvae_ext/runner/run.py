@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,7 +24,7 @@ from .. import report
 from ..checkpoint import CHECKPOINT_NAME, check_output_dirs, load_checkpoint, resolve_checkpoint_path
 from ..core.metrics import active_units_at
 from ..core.spec import ModelSpec
-from ..families import Family, family_of_kind, model_from_checkpoint, parse_spec
+from ..families import GAUSSIAN, Family, family_of_kind, model_from_checkpoint, parse_spec
 from ..ops import fused_available
 from ..training import TrainConfig, barrier, current_dist, train
 from .datakinds import DATA_KINDS, data_kind_of_name
@@ -170,8 +170,6 @@ def _family_of_state(state: dict[str, Any]) -> Family:
     try:
         return family_of_kind(kind)
     except ValueError:
-        from ..families import GAUSSIAN
-
         return GAUSSIAN  # model_from_checkpoint names the unknown kind in its error
 
 
@@ -202,6 +200,8 @@ def run_evaluate(checkpoint: str | Path, data: Any = None, eval_opts: EvalOption
     state = load_checkpoint(path)
     eval_opts = eval_opts or EvalOptions()
     family = _family_of_state(state)
+    if eval_opts.batch_size is None:  # the family's evaluation batch (the one its compare uses)
+        eval_opts = replace(eval_opts, batch_size=family.cli_defaults.get("eval_batch_size", EvalOptions.batch_size))
     _check_diagnostics(family, eval_opts, f"{state['model_config'].get('model')}, {path}")
     if backend is None and state["model_config"].get("backend") == "fused" and not fused_available("cpu"):
         backend = "auto"
