@@ -1,9 +1,9 @@
-"""C1 train step (and map) with β = [I;0] vs the fixed orthonormal β ("pca"-style) vs the learned β.
+"""Decoder train step (and map) with β = [I;0] vs the fixed orthonormal β ("pca"-style) vs the learned β.
 
 Interleaved round-robin in one process on identical ICNN weights, so a noisy
 machine affects every variant alike; prints medians and ratios to β = [I;0].
 
-    python benchmarks/beta_speed.py --reps 30 --threads 2
+    python benchmarks/beta_speed.py --reps 30 --threads 2 --cases C1 C2
 """
 
 from __future__ import annotations
@@ -29,10 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--modes", nargs="+", default=["train", "map"])
+    p.add_argument("--cases", nargs="+", default=["C1"], choices=["C1", "C2"], help="decoder cases (default C1)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    case = CASES["C1"]
+    for name in args.cases:
+        time_case(CASES[name], args)
+    return 0
+
+
+def time_case(case, args) -> None:
+    """Time the three β variants of one decoder case, interleaved, and print medians and ratios."""
     gen = torch.Generator().manual_seed(0)
     z = torch.randn(case.batch, case.dim, generator=gen)
     target = (torch.rand(case.batch, case.out_dim, generator=gen) < 0.3).float()
@@ -61,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         base = statistics.median(times["fixed"])
         for b, t in times.items():
             med = statistics.median(t)
-            print(f"{mode:5s} beta={b:8s} median {med * 1e3:8.2f} ms  ({med / base:.2f}x of [I;0])")
-    return 0
+            print(f"{mode:5s} beta={b:8s} median {med * 1e3:8.2f} ms  ({med / base:.3f}x of [I;0])")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-BETA_CHOICES = ("fixed", "learned", "pca", "random")
+BETA_CHOICES = ("fixed", "learned", "pca", "random", "within")  # nn.BETA_MODES (not imported: a light --help)
 # options whose default depends on the family: (image models, sentence models)
 FAMILY_DEFAULTS = {"out": ("runs/compare", "runs/text")}
 
@@ -99,7 +99,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="α of the LID decoders, 0 = the paper's ICNN (0.5 / 1.0)")
     g.add_argument("--beta", choices=BETA_CHOICES, default=None,
                    help="β of the LID decoders: 'pca' = the training split's top-K principal directions (fixed), "
-                        "'fixed' = [I;0], 'random' = a seeded random orthonormal one, 'learned' (pca / pca)")
+                        "'within' = the top-K principal directions of the rows' offsets from their k-means centres "
+                        "(--clusters of them), 'fixed' = [I;0], 'random' = a seeded random orthonormal one, "
+                        "'learned' (pca / pca)")
     g.add_argument("--backend", choices=("auto", "fused", "reference"), default="auto",
                    help="Brenier-map kernels (auto: fused if built, else the autograd reference)")
     g = p.add_argument_group("image models (gaussian and mixture families)")

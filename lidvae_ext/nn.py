@@ -332,11 +332,13 @@ class InjectiveLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, mode={self.mode!r}"
 
 
-BETA_MODES = ("fixed", "learned", "pca", "random")
+BETA_MODES = ("fixed", "learned", "pca", "random", "within")
 DEFAULT_BETA = "random"  # LIDDecoder's β when none is named (see its docstring for the measurement)
 DEFAULT_ALPHA = 0.75  # LIDDecoder's strong convexity α when none is named
 FROM_DATA_ALPHA = 0.5  # LIDDecoder.from_data's α (the CLI's): the fitted β needs less
-FIXED_ORTHONORMAL = ("pca", "random")
+FIXED_ORTHONORMAL = ("pca", "random", "within")
+DATA_FITTED = ("pca", "within")  # the fixed β's fitted on training rows (fit_beta)
+WITHIN_CLUSTERS = 10  # k-means clusters of beta="within" when none are named
 
 
 def complete_orthonormal(beta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -379,13 +381,19 @@ def random_orthonormal(out_features: int, in_features: int, seed: int = 0) -> Te
     return q * torch.where(torch.diagonal(r) >= 0, 1.0, -1.0)
 
 
+def _refresh_product(module: "OrthonormalEmbedding", incompatible_keys) -> None:
+    """load_state_dict post-hook: P = V T from the V and T just loaded."""
+    with torch.no_grad():
+        module.P.copy_(module.V @ module.T)
+
+
 class OrthonormalEmbedding(nn.Module):
     """A fixed β (D×K) with orthonormal columns, applied as β = Q[I; 0] (Q orthogonal).
 
     The decoder ∇ψ₂(βu) with ψ₂(y) = ψ̃(Qᵀy) equals Q·∇ψ̃([s ⊙ u; 0]): the
     zero-padded map of the ICNN ψ̃ followed by Q = I − V T Vᵀ (two B×D×K
     products). ψ₂ is an ICNN with input weights ÃQᵀ, so the model class is the
-    paper's. V, T, s and β are buffers (saved in checkpoints); a ``"pca"``
+    paper's. V, T, s and β are buffers (saved in checkpoints); a ``"pca"`` or ``"within"``
     embedding starts unfitted and must get its basis from
     :meth:`set_basis` (or a checkpoint) before use.
     """
@@ -404,6 +412,10 @@ class OrthonormalEmbedding(nn.Module):
         self.register_buffer("T", torch.zeros(in_features, in_features))
         self.register_buffer("signs", torch.ones(in_features))
         self.register_buffer("fitted", torch.tensor(False))
+        # P = V T, so that Q w = w − (w V) Pᵀ is two products and one fused subtraction; derived
+        # from V and T, so not saved (recomputed by set_basis and after load_state_dict).
+        self.register_buffer("P", torch.zeros(out_features, in_features), persistent=False)
+        self.register_load_state_dict_post_hook(_refresh_product)
         if mode == "random":
             self.set_basis(random_orthonormal(out_features, in_features, seed))
 
@@ -417,10 +429,11 @@ class OrthonormalEmbedding(nn.Module):
         self.T.copy_(t)
         self.signs.copy_(s)
         self.fitted.fill_(True)
+        self.P.copy_(self.V @ self.T)
 
     def _check_fitted(self) -> None:
         if not bool(self.fitted):
-            raise RuntimeError("the 'pca' β embedding has no basis yet: call set_basis(fit_beta(...)) or "
+            raise RuntimeError(f"the {self.mode!r} β embedding has no basis yet: call set_basis(fit_beta(...)) or "
                                "load a checkpoint that holds it")
 
     def rotate(self, w: Tensor) -> Tensor:
@@ -432,8 +445,9 @@ class OrthonormalEmbedding(nn.Module):
         """
         self._check_fitted()
         with torch.autocast(w.device.type, enabled=False):
-            v, t = self.V.to(w.dtype), self.T.to(w.dtype)
-            return w - ((w @ v) @ t.t()) @ v.t()
+            v, p = self.V.to(w.dtype), self.P.to(w.dtype)
+            rows = w.reshape(-1, w.shape[-1])
+            return torch.addmm(rows, rows @ v, p.t(), alpha=-1).reshape(w.shape)
 
     def rotate_transpose(self, y: Tensor) -> Tensor:
         """Qᵀ y = y − V Tᵀ Vᵀ y for rows y of shape (..., D) (autocast off, as :meth:`rotate`)."""
@@ -462,7 +476,8 @@ class OrthonormalEmbedding(nn.Module):
 def _data_matrix(train_x, latent_dim: int) -> Tensor:
     """``train_x`` as a float64 (N, D) CPU tensor, or a one-line error naming its shape."""
     if train_x is None:
-        raise ValueError(f"beta='pca' needs training data x_train of shape (N > {latent_dim}, D >= {latent_dim}), "
+        raise ValueError(f"a fitted β ('pca', 'within') needs training data x_train of shape "
+                         f"(N > {latent_dim}, D >= {latent_dim}), "
                          "got None")
     x = torch.as_tensor(train_x)
     if x.dim() != 2:
@@ -497,17 +512,65 @@ def principal_directions(train_x, latent_dim: int) -> Tensor:
     return basis * torch.where(sign == 0, 1.0, sign)
 
 
-def fit_beta(mode: str, train_x: Tensor | None, latent_dim: int, seed: int = 0) -> Tensor | None:
+def kmeans_labels(x: Tensor, clusters: int, seed: int = 0, iterations: int = 50) -> Tensor:
+    """Cluster index (N,) of each row of ``x`` (N, D) by Lloyd's k-means, k-means++ seeded.
+
+    Deterministic for a given ``seed``; an emptied cluster is re-seeded at the row
+    farthest from its centre. Float64 on the CPU.
+    """
+    _check_positive_int("clusters", clusters)
+    x = torch.as_tensor(x).detach().double().cpu()
+    if x.dim() != 2 or x.shape[0] < clusters:
+        raise ValueError(f"k-means needs an (N, D) matrix with N >= clusters={clusters}, got {tuple(x.shape)}")
+    gen = torch.Generator().manual_seed(seed)
+    centres = x[torch.randint(x.shape[0], (1,), generator=gen)]
+    for _ in range(1, clusters):  # k-means++: next centre drawn with probability ∝ squared distance
+        d2 = torch.cdist(x, centres).square().min(1).values
+        centres = torch.cat([centres, x[torch.multinomial(d2 / d2.sum(), 1, generator=gen)]])
+    labels = torch.full((x.shape[0],), -1, dtype=torch.long)
+    for _ in range(iterations):
+        dist = torch.cdist(x, centres)
+        new = dist.argmin(1)
+        if torch.equal(new, labels):
+            break
+        labels = new
+        for k in range(clusters):
+            members = labels == k
+            centres[k] = x[members].mean(0) if bool(members.any()) else x[dist.min(1).values.argmax()]
+    return labels
+
+
+def within_cluster_directions(train_x, latent_dim: int, clusters: int = WITHIN_CLUSTERS, seed: int = 0) -> Tensor:
+    """Top-``latent_dim`` principal directions of the rows' offsets from their k-means centre (D, K).
+
+    The directions along which the data vary *inside* clusters, so a decoder whose
+    guaranteed (injective) directions are these leaves the between-cluster
+    variation to a discrete latent. Same conventions as :func:`principal_directions`.
+    """
+    _check_positive_int("latent_dim", latent_dim)
+    x = _data_matrix(train_x, latent_dim)
+    labels = kmeans_labels(x, clusters, seed)
+    centres = torch.zeros(clusters, x.shape[1], dtype=x.dtype).index_add_(0, labels, x)
+    counts = torch.bincount(labels, minlength=clusters).clamp_min(1).to(x.dtype)
+    return principal_directions(x - (centres / counts[:, None])[labels], latent_dim)
+
+
+def fit_beta(mode: str, train_x: Tensor | None, latent_dim: int, seed: int = 0,
+             clusters: int = WITHIN_CLUSTERS) -> Tensor | None:
     """The data-dependent β of a :class:`LIDDecoder`: None for ``fixed``/``learned``/``random``.
 
-    ``"pca"``: :func:`principal_directions` of ``train_x`` (pass the training
-    split only, never held-out data). Needs N > K rows and D ≥ K columns.
+    ``"pca"``: :func:`principal_directions` of ``train_x``; ``"within"``:
+    :func:`within_cluster_directions` (k-means with ``clusters`` centres, seeded by
+    ``seed``). Pass the training split only, never held-out data. Needs N > K rows
+    and D ≥ K columns.
     """
     if mode not in BETA_MODES:
         raise ValueError(f"beta must be one of {BETA_MODES}, got {mode!r}")
-    if mode != "pca":
-        return None
-    return principal_directions(train_x, latent_dim)
+    if mode == "pca":
+        return principal_directions(train_x, latent_dim)
+    if mode == "within":
+        return within_cluster_directions(train_x, latent_dim, clusters, seed)
+    return None
 
 
 class LIDDecoder(nn.Module):
@@ -559,16 +622,20 @@ class LIDDecoder(nn.Module):
         α of both ICNNs; α > 0 makes the map injective for every parameter value.
     backend : {"auto", "fused", "reference"}
         See :class:`BrenierMap`.
-    beta : {"random", "pca", "fixed", "learned"}, default "random"
+    beta : {"random", "pca", "within", "fixed", "learned"}, default "random"
         ``"random"``: a fixed, seeded random orthonormal β (``beta_seed``);
         ``"pca"``: fixed on the training data's top-K principal directions
         (:meth:`from_data`, :meth:`fit_beta`, ``beta_basis``, or a checkpoint);
+        ``"within"``: fixed on the top-K principal directions of the training rows'
+        offsets from their k-means centres (:func:`within_cluster_directions`; set it
+        with ``beta_basis`` or a checkpoint), for models whose discrete latent
+        carries the clusters;
         ``"fixed"``: β = [I; 0]; ``"learned"``: a trained full-column-rank
         :class:`InjectiveLinear`. Fixed β's are buffers: ``state_dict`` holds them.
     activation, negative_slope, positivity
         Passed to both ICNNs.
     beta_basis : Tensor, optional
-        (D×K) orthonormal columns for ``beta="pca"`` (or to override ``"random"``).
+        (D×K) orthonormal columns for ``beta="pca"``/``"within"`` (or to override ``"random"``).
     beta_seed : int, default 0
         Seed of the ``"random"`` embedding.
     """
@@ -649,8 +716,9 @@ class LIDDecoder(nn.Module):
     def fit_beta(self, x_train: Tensor) -> "LIDDecoder":
         """Fix β on the top-K principal directions of ``x_train`` (N, D); returns ``self``.
 
-        Only for ``beta="pca"`` decoders (or ``"random"``, which it turns into a
-        fitted one); the basis is a buffer, so ``state_dict`` keeps it.
+        For ``beta="pca"`` decoders (or ``"random"``, which it turns into a ``"pca"``
+        one); a ``beta="within"`` decoder gets :func:`within_cluster_directions`
+        instead. The basis is a buffer, so ``state_dict`` keeps it.
         """
         if not isinstance(self.beta, OrthonormalEmbedding):
             raise ValueError(f"fit_beta needs a decoder built with beta='pca' (or 'random'), "
@@ -658,15 +726,18 @@ class LIDDecoder(nn.Module):
         x = torch.as_tensor(x_train)
         if x.dim() == 2 and x.shape[1] != self.out_dim:
             raise ValueError(f"x_train must have shape (N, {self.out_dim}) (out_dim), got {tuple(x.shape)}")
-        self.beta.set_basis(principal_directions(x, self.latent_dim))
-        self.beta.mode = "pca"
+        if self.beta.mode == "within":
+            self.beta.set_basis(within_cluster_directions(x, self.latent_dim))
+        else:
+            self.beta.set_basis(principal_directions(x, self.latent_dim))
+            self.beta.mode = "pca"
         return self
 
     def forward(self, z: Tensor) -> Tensor:
         """The decoder output ∇ψ₂(β·∇ψ₁(z)): (..., out_dim) for ``z`` of shape (..., latent_dim).
 
         With a fixed β the data map runs on the zero-padded path (the kernels skip the zero
-        columns): ``"fixed"`` is that path alone, ``"random"`` and ``"pca"`` rotate its output
+        columns): ``"fixed"`` is that path alone, ``"random"``, ``"pca"`` and ``"within"`` rotate its output
         by Q; a learned β is applied to ∇ψ₁(z) first and the data map runs unpadded.
         """
         latent = self.latent_map(z)

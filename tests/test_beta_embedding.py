@@ -10,7 +10,8 @@ from lidvae_ext.checkpoint import load_checkpoint
 from lidvae_ext.core.options import ModelOptions
 from lidvae_ext.families import build_from_spec, build_model, model_from_checkpoint, parse_spec
 from lidvae_ext.families.gaussian.models import LIDVAE
-from lidvae_ext.nn import LIDDecoder, complete_orthonormal, fit_beta, random_orthonormal
+from lidvae_ext.nn import (LIDDecoder, complete_orthonormal, fit_beta, kmeans_labels, principal_directions,
+                           random_orthonormal, within_cluster_directions)
 from lidvae_ext.training import TrainConfig, train
 
 needs_fused = pytest.mark.skipif(not ops.fused_available("cpu"), reason="compiled extension not built")
@@ -64,6 +65,33 @@ def test_decoder_equals_dense_brenier_map_of_beta_u(beta, backend):
     psi2 = reference.icnn_potential(y @ q, *icnn.weights(), *icnn.hyper())  # ψ̃(Qᵀy) row-wise
     dense, = torch.autograd.grad(psi2.sum(), y)
     torch.testing.assert_close(dec(z), dense, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("beta", ["pca", "random"])
+@pytest.mark.parametrize("backend", ["reference"] + (["fused"] if ops.fused_available("cpu") else []))
+def test_decoder_gradients_equal_the_dense_formulation(beta, backend):
+    """∂Loss/∂z and ∂Loss/∂θ of the decoder equal those of ∇ψ̃(Qᵀ β u) with a dense Q (second order)."""
+    dec, basis = _decoder(beta, backend=backend)
+    a, tau = torch.geqrf(basis)
+    q = torch.linalg.householder_product(torch.cat([a, torch.zeros(9, 6, dtype=a.dtype)], 1),
+                                         torch.cat([tau, torch.zeros(6, dtype=tau.dtype)]))
+    z = torch.randn(13, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.rand(13, 9, dtype=torch.float64)
+    params = list(dec.latent_map.parameters()) + list(dec.data_map.parameters())
+
+    def dense_decoder(z):
+        u = reference.icnn_map(z, *dec.latent_map.icnn.weights(), *dec.latent_map.icnn.hyper())
+        y = u @ basis.t()
+        icnn = dec.data_map.icnn
+        psi2 = reference.icnn_potential(y @ q, *icnn.weights(), *icnn.hyper())
+        return torch.autograd.grad(psi2.sum(), y, create_graph=True)[0]
+
+    grads = {}
+    for name, fn in (("decoder", dec), ("dense", dense_decoder)):
+        loss = ((fn(z) - target) ** 2).sum()
+        grads[name] = torch.autograd.grad(loss, [z, *params])
+    for got, want in zip(grads["decoder"], grads["dense"]):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
 
 
 @needs_fused
@@ -161,3 +189,55 @@ def test_training_fits_pca_beta_on_the_training_split_only(tmp_path, early_stopp
     assert (fitted - fit_beta("pca", torch.from_numpy(test), 2)).abs().max() > 0.5
     if early_stopping:  # the validation rows are left out too
         assert (fitted - fit_beta("pca", torch.from_numpy(train), 2)).abs().max() > 1e-4
+
+
+def _clustered_rows(n_per=40, seed=0):
+    """Three clusters far apart along e0/e1; inside them the rows vary along e2 (sd 2) and e3 (sd 1)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.zeros(3, 8, dtype=torch.float64)
+    centres[1, 0], centres[2, 1] = 30.0, 30.0
+    noise = torch.zeros(3 * n_per, 8, dtype=torch.float64)
+    noise[:, 2] = 2.0 * torch.randn(3 * n_per, generator=g, dtype=torch.float64)
+    noise[:, 3] = torch.randn(3 * n_per, generator=g, dtype=torch.float64)
+    noise[:, 4:] = 0.01 * torch.randn(3 * n_per, 4, generator=g, dtype=torch.float64)
+    return centres.repeat_interleave(n_per, 0) + noise, torch.arange(3).repeat_interleave(n_per)
+
+
+def test_kmeans_recovers_separated_clusters():
+    x, truth = _clustered_rows()
+    labels = kmeans_labels(x, 3, seed=1)
+    for k in range(3):  # each true cluster is one k-means cluster (labels up to permutation)
+        assert labels[truth == k].unique().numel() == 1
+    assert labels.unique().numel() == 3
+    with pytest.raises(ValueError, match="N >= clusters=50"):
+        kmeans_labels(x[:10], 50)
+
+
+def test_within_directions_are_the_within_cluster_axes():
+    x, _ = _clustered_rows()
+    within = within_cluster_directions(x, 2, clusters=3)
+    pca = principal_directions(x, 2)
+    e = torch.eye(8, dtype=torch.float64)
+    torch.testing.assert_close(within.abs(), e[:, 2:4], rtol=0, atol=0.05)  # e2 then e3 (sample rotation)
+    assert float((pca.t() @ e[:, :2]).square().sum()) > 1.9  # plain PCA picks the between-cluster axes
+    torch.testing.assert_close(fit_beta("within", x, 2, clusters=3), within, rtol=0, atol=0)
+
+
+def test_within_beta_decoder_and_spec(tmp_path):
+    x, _ = _clustered_rows()
+    dec = LIDDecoder(2, 8, hidden=6, beta="within")
+    with pytest.raises(RuntimeError, match="'within' β embedding has no basis"):
+        dec(torch.randn(3, 2))
+    dec.fit_beta(x.float())
+    assert dec.beta.mode == "within"
+    torch.testing.assert_close(dec.beta.weight().double(), within_cluster_directions(x, 2), rtol=0, atol=1e-6)
+    opts = ModelOptions(latent_dim=2, encoder_hidden=(8,), icnn_hidden=8, clusters=3)
+    model = build_from_spec(parse_spec("lidgmvae-within"), 8, opts, train_x=x.float())
+    torch.testing.assert_close(model.decoder.beta.weight().double(), within_cluster_directions(x, 2, clusters=3),
+                               rtol=0, atol=1e-6)
+
+
+def test_sentence_model_refuses_within_beta():
+    from lidvae_ext.families.sentence.models import LIDSVAE
+    with pytest.raises(ValueError, match="beta='within'.*image rows"):
+        LIDSVAE(vocab_size=50, latent_dim=4, hidden=8, beta="within")

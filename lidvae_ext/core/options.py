@@ -49,13 +49,14 @@ def lid_decoder_options(opts: ModelOptions, train_x: Tensor | None = None, stron
     decoder defaults are resolved (any model with a :class:`lidvae_ext.LIDDecoder` should use it).
 
     ``strong_convexity``/``beta`` override the options (a model name's modifiers);
-    a data-dependent β (``"pca"``) is fitted on ``train_x`` (the training split) by
+    a data-dependent β (``"pca"``, ``"within"`` with ``opts.clusters`` k-means centres) is fitted on
+    ``train_x`` (the training split) by
     :func:`lidvae_ext.nn.fit_beta`.
     """
     alpha = opts.strong_convexity if strong_convexity is None else strong_convexity
     beta = beta or opts.beta
     return dict(icnn_hidden=opts.icnn_hidden, icnn_layers=opts.icnn_layers, strong_convexity=alpha, beta=beta,
-                backend=opts.backend, beta_basis=fit_beta(beta, train_x, opts.latent_dim))
+                backend=opts.backend, beta_basis=fit_beta(beta, train_x, opts.latent_dim, clusters=opts.clusters))
 
 
 def image_model_kwargs(spec: Any, data_dim: int, opts: ModelOptions) -> dict[str, Any]:

@@ -329,6 +329,9 @@ class LIDSVAE(SentenceVAE):
                  dropout: float = 0.2, kl_weight: float = 1.0, icnn_hidden: int = 64, icnn_layers: int = 2,
                  strong_convexity: float = 0.5, beta: str = "fixed", backend: str = "auto") -> None:
         super().__init__(vocab_size, latent_dim, embed_dim, hidden, dropout, kl_weight)
+        if beta == "within":
+            raise ValueError("beta='within' (k-means residual directions) is for image rows, not tokens: "
+                             "use beta='fixed', 'pca', 'random' or 'learned' for sentence models")
         if vocab_size < hidden + latent_dim:
             raise ValueError(f"LIDSVAE needs vocab_size >= hidden + latent_dim for an injective token map, "
                              f"got vocab_size={vocab_size}, hidden={hidden}, latent_dim={latent_dim}")
