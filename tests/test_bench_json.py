@@ -143,3 +143,30 @@ def test_scaling_benchmark_smoke_run(tmp_path):
     assert [(r["sweep"], r["value"]) for r in rows] == [("batch", 1), ("batch", 64), ("layers", 1), ("layers", 2)]
     assert all(r["fused"] > 0 and r["eager"] > 0 for r in rows)
     assert rows[-1]["layers"] == 2 and rows[0]["batch"] == 1
+
+
+def _load_script(name):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_price_benchmark_smoke_run(tmp_path, capsys):
+    """benchmarks/price.py trains both models interleaved and accounts every phase of the step."""
+    mod = _load_script("price")
+    out = tmp_path / "price.json"
+    assert mod.main(["--epochs", "1", "--latent-dim", "4", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {"vae", "lidvae"}
+    for row in rows.values():
+        assert set(row["ms_per_step"]) == set(mod.PHASES)
+        assert all(v >= 0 for v in row["ms_per_step"].values()) and row["ms_per_step"]["decoder"] > 0
+        steps = -(-1438 // 128)  # digits' 1438 training rows at seed 0
+        assert abs(sum(row["ms_per_step"].values()) * steps / 1e3 - row["train_s"]) < 0.05 * row["train_s"] + 0.01
+    assert "price lidvae / vae" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        mod.main(["--models", "vae"])
