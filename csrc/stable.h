@@ -105,7 +105,7 @@ void dispatch_floating(ScalarType dtype, const char* op, const Fn& fn) {
 
 // ---- views and allocation -----------------------------------------------------------------
 // Allocation and the views the kernels take on every call go through direct C shim calls
-// (aoti_torch_empty_strided, aoti_torch_aten_narrow, aoti_torch_as_strided) where one exists,
+// (aoti_torch_empty_strided, aoti_torch__reinterpret_tensor, aoti_torch_as_strided) where one exists,
 // not through boxed
 // dispatcher calls, which look the operator up by name each time: that per-call cost showed
 // in the small-batch backward.
@@ -129,9 +129,24 @@ inline Tensor zeros(std::initializer_list<int64_t> sizes, const Tensor& like) {
   return torch::stable::new_zeros(like, IntList(sizes));
 }
 inline Tensor empty_as(const Tensor& t) { return empty_sizes(sizes_of(t), t); }
+// A view of t with the given sizes and strides whose first element is `offset` elements past
+// t's (aoti_torch__reinterpret_tensor: no operator call, so no dispatcher or profiler cost;
+// the kernels take a few dozen such views per call, which showed at small batches).
+inline Tensor offset_view(const Tensor& t, const IntList& sizes, const IntList& strides, int64_t offset) {
+  AtenTensorHandle out = nullptr;
+  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch__reinterpret_tensor(t.get(), static_cast<int64_t>(sizes.size()),
+                                                               sizes.data(), strides.data(), offset, &out));
+  return Tensor(out);
+}
+inline IntList strides_of(const Tensor& t) { return IntList(t.strides().begin(), t.strides().end()); }
+// t.narrow(dim, start, length).
 inline Tensor narrowed(const Tensor& t, int64_t dim, int64_t start, int64_t length) {
-  Tensor self = t;
-  return torch::stable::narrow(self, dim, start, length);
+  LIDVAE_CHECK(dim >= 0 && dim < t.dim() && start >= 0 && length >= 0 && start + length <= t.size(dim),
+               "narrowed: dim ", dim, " start ", start, " length ", length, " out of range for a tensor with ",
+               t.dim(), " dims");
+  IntList sizes = sizes_of(t);
+  sizes[dim] = length;
+  return offset_view(t, sizes, strides_of(t), start * t.stride(dim));
 }
 // A view with the given sizes and strides (as many as t has dims) at t's storage offset.
 inline Tensor restrided(const Tensor& t, const IntList& sizes, const IntList& strides) {
@@ -143,8 +158,15 @@ inline Tensor restrided(const Tensor& t, const IntList& sizes, const IntList& st
 inline Tensor transposed(const Tensor& t) {
   return restrided(t, IntList{t.size(1), t.size(0)}, IntList{t.stride(1), t.stride(0)});
 }
-// t.select(dim, index) (a dispatcher call: aoti_torch_as_strided keeps the number of dims).
-inline Tensor pick(const Tensor& t, int64_t dim, int64_t index) { return torch::stable::select(t, dim, index); }
+// t.select(dim, index).
+inline Tensor pick(const Tensor& t, int64_t dim, int64_t index) {
+  LIDVAE_CHECK(dim >= 0 && dim < t.dim() && index >= 0 && index < t.size(dim), "pick: dim ", dim, " index ",
+               index, " out of range for a tensor with ", t.dim(), " dims");
+  IntList sizes = sizes_of(t), strides = strides_of(t);
+  sizes.erase(sizes.begin() + dim);
+  strides.erase(strides.begin() + dim);
+  return offset_view(t, sizes, strides, index * t.stride(dim));
+}
 // t itself when contiguous (no dispatcher call), else a contiguous copy.
 inline Tensor contig(const Tensor& t) { return t.is_contiguous() ? t : torch::stable::contiguous(t); }
 inline void copy_into(const Tensor& dst, const Tensor& src) {
