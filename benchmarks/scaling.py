@@ -94,7 +94,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
     styles = {"fused": ("tab:blue", "o-"), "jax": ("tab:orange", "s--"), "eager": ("tab:gray", "^:")}
@@ -103,8 +103,12 @@ def plot(rows: list[dict], path: Path) -> None:
         for impl, (color, style) in styles.items():
             xs = [r["value"] for r in pts if impl in r]
             if xs:
-                ax.loglog(xs, [r[impl] for r in pts if impl in r], style, color=color, ms=4, label=impl,
-                          base=2 if family == "layers" else 10)
+                ax.plot(xs, [r[impl] for r in pts if impl in r], style, color=color, ms=4, label=impl)
+        ax.set_xscale("log", base=2 if family == "layers" else 10)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         if any(r["value"] == BASE[family] for r in pts):
             ax.axvline(BASE[family], color="k", lw=0.6, ls=":")  # the base point every other panel shares
         ax.xaxis.set_minor_formatter(NullFormatter())
