@@ -44,9 +44,10 @@ def extension_cpu_config() -> str:
     detail = info.get("cpu_gemm_detail", "")
     isa = info.get("cpu_isa", "baseline")
     try:
-        from lidvae_ext.positivity import softplus_path
+        from lidvae_ext.positivity import FUSED_SOFTPLUS_MIN_NUMEL, softplus_path
 
-        softplus = {"fused": "fused softplus_weights pass",
+        softplus = {"auto": f"fused softplus_weights pass from {FUSED_SOFTPLUS_MIN_NUMEL} elements, F.softplus below",
+                    "fused": "fused softplus_weights pass",
                     "aten": "F.softplus + autograd"}[softplus_path()]
     except (ImportError, ValueError) as exc:
         softplus = f"unknown ({exc})"

@@ -139,6 +139,7 @@ def test_module_training_gradients_match_reference(positivity_name, monkeypatch)
     bmap.backend = "reference"
     want = _train_grads(bmap, x)
     bmap.backend = "fused"
+    monkeypatch.setenv("LIDVAE_CPU_SOFTPLUS", "fused")  # these weights are below the "auto" size threshold
     with _OpLog() as log:
         got = _train_grads(bmap, x)
     used = any("softplus_weights" in n for n in log.names)
@@ -197,3 +198,22 @@ def test_cuda_kernel_formulas_on_cpu_tensors():
                                positivity.softplus_weights_backward(grad, raw), rtol=1e-13, atol=0)
     with pytest.raises(RuntimeError, match="must match"):
         positivity._cuda_softplus_backward(grad[:3], raw)
+
+
+@pytest.mark.parametrize("numel,fused", [(64, False), (positivity.FUSED_SOFTPLUS_MIN_NUMEL - 1, False),
+                                         (positivity.FUSED_SOFTPLUS_MIN_NUMEL, True)])
+def test_auto_takes_the_fused_pass_by_size(numel, fused, monkeypatch):
+    """LIDVAE_CPU_SOFTPLUS=auto: F.softplus below FUSED_SOFTPLUS_MIN_NUMEL elements, the operator from it on;
+    the values are softplus either way."""
+    monkeypatch.setenv("LIDVAE_CPU_SOFTPLUS", "auto")
+    raw = torch.randn(numel, dtype=torch.float64, requires_grad=True)
+    with _OpLog() as log:
+        w = positivity.positive(raw, "softplus", fused=True)
+        (grad,) = torch.autograd.grad(w.sum(), raw)
+    assert any("softplus_weights" in n for n in log.names) == fused, log.names
+    torch.testing.assert_close(w, F.softplus(raw), rtol=1e-13, atol=0)
+    torch.testing.assert_close(grad, torch.sigmoid(raw), rtol=1e-13, atol=0)
+    monkeypatch.setenv("LIDVAE_CPU_SOFTPLUS", "fused")
+    with _OpLog() as log:
+        positivity.positive(raw, "softplus", fused=True)
+    assert any("softplus_weights" in n for n in log.names)
