@@ -101,7 +101,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="β of the LID decoders: 'pca' = the training split's top-K principal directions (fixed), "
                         "'within' = the top-K principal directions of the rows' offsets from their k-means centres "
                         "(--clusters of them), 'fixed' = [I;0], 'random' = a seeded random orthonormal one, "
-                        "'learned' (pca / pca)")
+                        "'learned' (lidvae pca, lidgmvae random / pca)")
     g.add_argument("--backend", choices=("auto", "fused", "reference"), default="auto",
                    help="Brenier-map kernels (auto: fused if built, else the autograd reference)")
     g = p.add_argument_group("image models (gaussian and mixture families)")

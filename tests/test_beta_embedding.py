@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -153,7 +155,13 @@ def test_spec_modifiers_and_default_fits_pca():
     x = torch.rand(40, 10)
     model = build_from_spec(parse_spec("lidvae"), 10, ModelOptions(latent_dim=3, encoder_hidden=(8,),
                                                                         icnn_hidden=8), train_x=x)
-    assert isinstance(model, LIDVAE) and model.config["beta"] == ModelOptions().beta
+    assert isinstance(model, LIDVAE) and model.config["beta"] == "pca"  # the Gaussian family's default
+    opts = ModelOptions(latent_dim=3, encoder_hidden=(8,), icnn_hidden=8, clusters=2)
+    mixture = build_from_spec(parse_spec("lidgmvae"), 10, opts, train_x=x)
+    assert mixture.decoder.beta.mode == "random"  # the mixture family's default
+    named = build_from_spec(parse_spec("lidgmvae"), 10, dataclasses.replace(opts, beta="pca"), train_x=x)
+    assert named.decoder.beta.mode == "pca"  # --beta names one for every LID model of the run
+    torch.testing.assert_close(named.decoder.beta.weight().double(), fit_beta("pca", x, 3), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("early_stopping", [False, True])
