@@ -337,7 +337,6 @@ DEFAULT_BETA = "random"  # LIDDecoder's β when none is named (see its docstring
 DEFAULT_ALPHA = 0.75  # LIDDecoder's strong convexity α when none is named
 FROM_DATA_ALPHA = 0.5  # LIDDecoder.from_data's α (the CLI's): the fitted β needs less
 FIXED_ORTHONORMAL = ("pca", "random", "within")
-DATA_FITTED = ("pca", "within")  # the fixed β's fitted on training rows (fit_beta)
 WITHIN_CLUSTERS = 10  # k-means clusters of beta="within" when none are named
 
 
@@ -512,11 +511,12 @@ def principal_directions(train_x, latent_dim: int) -> Tensor:
     return basis * torch.where(sign == 0, 1.0, sign)
 
 
-def kmeans_labels(x: Tensor, clusters: int, seed: int = 0, iterations: int = 50) -> Tensor:
-    """Cluster index (N,) of each row of ``x`` (N, D) by Lloyd's k-means, k-means++ seeded.
+def kmeans(x: Tensor, clusters: int, seed: int = 0, iterations: int = 50) -> tuple[Tensor, Tensor]:
+    """Lloyd's k-means of the rows of ``x`` (N, D), k-means++ seeded: ``(labels (N,), centres (C, D))``.
 
-    Deterministic for a given ``seed``; an emptied cluster is re-seeded at the row
-    farthest from its centre. Float64 on the CPU.
+    Each centre is the mean of the rows labelled with it (a cluster that empties is
+    re-seeded at the row farthest from its centre). Deterministic for a given ``seed``;
+    float64 on the CPU.
     """
     _check_positive_int("clusters", clusters)
     x = torch.as_tensor(x).detach().double().cpu()
@@ -537,7 +537,7 @@ def kmeans_labels(x: Tensor, clusters: int, seed: int = 0, iterations: int = 50)
         for k in range(clusters):
             members = labels == k
             centres[k] = x[members].mean(0) if bool(members.any()) else x[dist.min(1).values.argmax()]
-    return labels
+    return labels, centres
 
 
 def within_cluster_directions(train_x, latent_dim: int, clusters: int = WITHIN_CLUSTERS, seed: int = 0) -> Tensor:
@@ -549,10 +549,8 @@ def within_cluster_directions(train_x, latent_dim: int, clusters: int = WITHIN_C
     """
     _check_positive_int("latent_dim", latent_dim)
     x = _data_matrix(train_x, latent_dim)
-    labels = kmeans_labels(x, clusters, seed)
-    centres = torch.zeros(clusters, x.shape[1], dtype=x.dtype).index_add_(0, labels, x)
-    counts = torch.bincount(labels, minlength=clusters).clamp_min(1).to(x.dtype)
-    return principal_directions(x - (centres / counts[:, None])[labels], latent_dim)
+    labels, centres = kmeans(x, clusters, seed)
+    return principal_directions(x - centres[labels], latent_dim)
 
 
 def fit_beta(mode: str, train_x: Tensor | None, latent_dim: int, seed: int = 0,

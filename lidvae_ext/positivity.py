@@ -24,9 +24,9 @@ transforms — and use ``F.softplus`` everywhere else (same values, autograd's
 formulas). On the CPU the fused pass is taken for tensors of at least
 ``FUSED_SOFTPLUS_MIN_NUMEL`` elements (``LIDVAE_CPU_SOFTPLUS=auto``, the default):
 below that, ``F.softplus`` and its autograd node cost less than the operator
-call with its Python ``autograd.Function`` (fwd + bwd, one thread: 24 against 66
-µs at 128 elements, 69 against 118 µs at 16 384, level at 65 536, 994 against
-700 µs at 262 144). ``LIDVAE_CPU_SOFTPLUS=fused`` takes the fused pass at every
+call with its Python ``autograd.Function`` (fwd + bwd, one thread, docs/benchmarks.md:
+29 against 81 µs at 128 elements, 70 against 100 µs at 16 384, level at 65 536,
+1.46 against 1.31 ms at 262 144). ``LIDVAE_CPU_SOFTPLUS=fused`` takes the fused pass at every
 size, ``aten`` never (the path before the fused pass, kept for A/B benchmarks);
 the reference backend always uses ``F.softplus``.
 """

@@ -12,7 +12,7 @@ from lidvae_ext.checkpoint import load_checkpoint
 from lidvae_ext.core.options import ModelOptions
 from lidvae_ext.families import build_from_spec, build_model, model_from_checkpoint, parse_spec
 from lidvae_ext.families.gaussian.models import LIDVAE
-from lidvae_ext.nn import (LIDDecoder, complete_orthonormal, fit_beta, kmeans_labels, principal_directions,
+from lidvae_ext.nn import (LIDDecoder, complete_orthonormal, fit_beta, kmeans, principal_directions,
                            random_orthonormal, within_cluster_directions)
 from lidvae_ext.training import TrainConfig, train
 
@@ -213,12 +213,14 @@ def _clustered_rows(n_per=40, seed=0):
 
 def test_kmeans_recovers_separated_clusters():
     x, truth = _clustered_rows()
-    labels = kmeans_labels(x, 3, seed=1)
+    labels, centres = kmeans(x, 3, seed=1)
     for k in range(3):  # each true cluster is one k-means cluster (labels up to permutation)
         assert labels[truth == k].unique().numel() == 1
     assert labels.unique().numel() == 3
+    for k in range(3):  # each centre is the mean of its rows
+        torch.testing.assert_close(centres[k], x[labels == k].mean(0), rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="N >= clusters=50"):
-        kmeans_labels(x[:10], 50)
+        kmeans(x[:10], 50)
 
 
 def test_within_directions_are_the_within_cluster_axes():

@@ -342,3 +342,10 @@ def test_image_arrays_are_flattened_with_a_notice(tmp_path, capsys):
     assert cli.main(["train", "--model", "vae", "--epochs", "1", "--no-eval", "--data", str(tmp_path / "rows.npy"),
                      "--out", str(tmp_path / "run2"), *TINY[4:]]) == 0
     assert "flattened" not in capsys.readouterr().err
+
+
+def test_beta_choices_are_the_decoder_modes():
+    """cli keeps its own copy of the β names (no nn import for --help): it must not drift."""
+    from lidvae_ext.nn import BETA_MODES
+
+    assert set(cli.BETA_CHOICES) == set(BETA_MODES)
