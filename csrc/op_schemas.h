@@ -50,4 +50,11 @@ constexpr const char* kRuntimeInfoSchema = "_runtime_info() -> str";
 // scipy_openblas32 package reports); only effective before OpenBLAS is first loaded.
 constexpr const char* kAddOpenblasCandidateSchema = "_add_openblas_candidate(str path) -> ()";
 
+// The CPU kernels' scratch cache (cpu/workspace.h): limit_bytes >= 0 sets how many bytes of
+// free blocks it keeps, release=True returns every cached block to the system (first).
+// Returns "key=value" lines: cached_bytes, cached_blocks, limit_bytes, hits, misses, and
+// released_bytes.
+constexpr const char* kCpuWorkspaceSchema =
+    "_cpu_workspace(int limit_bytes=-1, bool release=False) -> str";
+
 }  // namespace lidvae

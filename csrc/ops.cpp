@@ -21,4 +21,5 @@ STABLE_TORCH_LIBRARY(lidvae_ext, m) {
   m.def(lidvae::kGemmSchema);
   m.def(lidvae::kRuntimeInfoSchema);
   m.def(lidvae::kAddOpenblasCandidateSchema);
+  m.def(lidvae::kCpuWorkspaceSchema);
 }

@@ -22,6 +22,11 @@ def build_info() -> dict:
     return _extension.build_info()
 
 
+cpu_workspace_info = _extension.cpu_workspace_info
+set_cpu_workspace_limit = _extension.set_cpu_workspace_limit
+release_cpu_workspace = _extension.release_cpu_workspace
+
+
 __all__ = [
     "BrenierMap",
     "CheckpointError",
@@ -30,10 +35,13 @@ __all__ = [
     "LIDDecoder",
     "TrainingDiverged",
     "build_info",
+    "cpu_workspace_info",
     "diagnose_vae",
     "evaluate_vae",
     "fit_beta",
     "principal_directions",
+    "release_cpu_workspace",
+    "set_cpu_workspace_limit",
     "wrap_vae",
     "ops",
     "reference",

@@ -210,6 +210,53 @@ def build_info() -> dict:
     return info
 
 
+def _cpu_workspace(limit_bytes: int = -1, release: bool = False) -> dict[str, int]:
+    if _module is None:
+        raise RuntimeError(f"the CPU workspace cache needs the compiled kernels: {_load_error}")
+    text = str(torch.ops.lidvae_ext._cpu_workspace(limit_bytes, release))
+    return {key: int(value) for key, _, value in (line.partition("=") for line in text.splitlines())}
+
+
+def cpu_workspace_info() -> dict[str, int]:
+    """The CPU kernels' scratch cache: what it holds now and how it has served.
+
+    The fused CPU operators take their scratch buffers (several (B, L·H) arrays per training
+    step) from a process-wide cache, so that their pages stay mapped between calls instead of
+    being faulted in again on every call (docs/benchmarks.md: 20 % of a C3 map call). It keeps
+    at most ``limit_bytes`` of free blocks, oldest returned first out.
+
+    Returns
+    -------
+    dict
+        ``cached_bytes`` and ``cached_blocks`` (free blocks held now), ``limit_bytes``,
+        ``hits`` and ``misses`` (requests served from the cache, and those that took new
+        memory, since the process started).
+    """
+    info = _cpu_workspace()
+    info.pop("released_bytes")
+    return info
+
+
+def set_cpu_workspace_limit(megabytes: float) -> dict[str, int]:
+    """Sets how much free scratch memory the CPU kernels keep between calls (MiB; 0 = none).
+
+    The default is ``LIDVAE_CPU_WORKSPACE_MB`` from the environment, else 256 MiB (0 in
+    AddressSanitizer builds). Lowering it returns the oldest blocks to the system at once.
+    Returns :func:`cpu_workspace_info` after the change.
+    """
+    if isinstance(megabytes, bool) or not isinstance(megabytes, (int, float)) or not megabytes >= 0 \
+            or megabytes == float("inf"):
+        raise ValueError(f"set_cpu_workspace_limit: megabytes must be a finite number >= 0, got {megabytes!r}")
+    info = _cpu_workspace(int(megabytes * (1 << 20)))
+    info.pop("released_bytes")
+    return info
+
+
+def release_cpu_workspace() -> int:
+    """Returns every cached CPU scratch block to the system; the number of bytes freed."""
+    return _cpu_workspace(release=True)["released_bytes"]
+
+
 def gemm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, backend: str = "auto",
          alpha: float = 1.0, base: torch.Tensor | None = None, beta: float = 0.0) -> None:
     """``out = alpha * a @ b + beta * base`` through a CPU GEMM backend (tests, benchmarks).

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "cpu/row_ops.h"
+#include "cpu/workspace.h"
 #include "stable.h"
 #include "icnn_activations.h"
 
@@ -45,9 +46,9 @@ struct UpstreamRows {
 template <typename T>
 class SkinnyGradA {
  public:
-  SkinnyGradA(int64_t batch, int64_t dim, int64_t stacked, const Tensor& like)
+  SkinnyGradA(int64_t batch, int64_t dim, int64_t stacked, Workspace& scratch)
       : batch_(batch), dim_(dim), stacked_(stacked),
-        partial_(zeros({get_num_threads(), dim, stacked}, like)) {}
+        partial_(scratch.zeros({get_num_threads(), dim, stacked})) {}
 
   // dA[off + j, k] += sum_i rows[i * ld + j] * coef[i * coef_ld + k] for j < n, k < cols.
   void add(const T* rows, int64_t ld, int64_t off, int64_t n, const T* coef, int64_t coef_ld,

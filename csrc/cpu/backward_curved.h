@@ -7,6 +7,7 @@
 #include "cpu/backward_common.h"
 #include "cpu/gemm.h"
 #include "cpu/row_ops.h"
+#include "cpu/workspace.h"
 #include "icnn_activations.h"
 #include "icnn_checks.h"
 
@@ -34,20 +35,22 @@ void backward_curved(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
   const T* y_p = y.mutable_data_ptr<T>();
   const T* v_p = v.mutable_data_ptr<T>();
 
+  Workspace scratch(y);  // before every scratch tensor: their memory returns to it
+
   // Tangent of the forward pass along v: adot = A v (+ W_l zdot_{l-1}), zdot = sigma'(a) adot.
   Tensor tan;
   if (skinny) {
-    tan = empty({B, M}, y);
+    tan = scratch.empty({B, M});
     T* t_p = tan.mutable_data_ptr<T>();
     for_each_row(B, M * d, [&](int64_t i) {
       cpu::row_skinny_product<T>(t_p + i * M, nullptr, At_p, v_p + i * d, d, M, M);
     });
   } else {
-    tan = empty({B, M}, y);
+    tan = scratch.empty({B, M});
     cpu::gemm_out(tan, v, transposed(A));  // (B, M)
   }
   T* tan_p = tan.mutable_data_ptr<T>();
-  Tensor ztan = empty({B, LH}, y);  // zdot_0 .. zdot_{L-1}
+  Tensor ztan = scratch.empty({B, LH});  // zdot_0 .. zdot_{L-1}
   T* zt_p = ztan.mutable_data_ptr<T>();
   for_each_row(B, H, [&](int64_t i) {
     cpu::row_dact_mul<F, true>(zt_p + i * LH, pre_p + i * M, tan_p + i * M, T(1), H, slope);
@@ -63,7 +66,7 @@ void backward_curved(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
   const bool has_u = grad_psi != nullptr && any_nonzero<T>(*grad_psi);
 
   // Primal activations z_l, for the curvature terms r_l z_{l-1}^T (and u z).
-  Tensor zprim = empty({B, LH}, y);
+  Tensor zprim = scratch.empty({B, LH});
   T* zp = zprim.mutable_data_ptr<T>();
   for_each_row(B, LH, [&](int64_t i) {
     cpu::row_act<F, true>(zp + i * LH, pre_p + i * M, H, slope);
@@ -72,9 +75,9 @@ void backward_curved(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
 
   // Curvature adjoints r: r_L = sigma''(a_L) adot_L, where adot_L needs the last W product
   // of the tangent pass; what flows down from it into layer L-1 is back = r_L w_out.
-  Tensor r = empty({B, M}, y);
+  Tensor r = scratch.empty({B, M});
   T* r_p = r.mutable_data_ptr<T>();
-  Tensor back = empty({B, H}, y);
+  Tensor back = scratch.empty({B, H});
   T* bk = back.mutable_data_ptr<T>();
   for_each_row(B, 2 * H, [&](int64_t i) {
     const T a_dot = tan_p[i * M + M - 1] + cpu::dot(zt_p + i * LH + (L - 1) * H, wo_p, H);
@@ -130,7 +133,7 @@ void backward_curved(const Tensor* grad_psi, const Tensor& v, const Tensor& y, c
 
   // dA = delta^T v~ + r^T y (r^T y in the K columns y meets).
   if (skinny) {
-    SkinnyGradA<T> skinny_dA(B, d, M, y);
+    SkinnyGradA<T> skinny_dA(B, d, M, scratch);
     skinny_dA.add(delta_p, M, 0, M, v_mix.mutable_data_ptr<T>(), d, d);
     skinny_dA.add(r_p, M, 0, M, y_p, K, K);
     skinny_dA.write(grad_A);

@@ -34,11 +34,12 @@ void backward_leaky_in_place(const Tensor* grad_psi, const Tensor& v, const Tens
   const T* pre_p = pre.mutable_data_ptr<T>();
   const T* v_p = v.mutable_data_ptr<T>();
   const T* y_p = y.mutable_data_ptr<T>();
-  Tensor work = empty({B, LH}, y);
+  Workspace scratch(y);  // before every scratch tensor: their memory returns to it
+  Tensor work = scratch.empty({B, LH});
   T* w_p = work.mutable_data_ptr<T>();
   std::optional<SkinnyGradA<T>> skinny_dA;
-  if (skinny) skinny_dA.emplace(B, d, M, y);
-  Tensor delta_out = empty({B}, y);  // delta_L = sigma'(a_L)
+  if (skinny) skinny_dA.emplace(B, d, M, scratch);
+  Tensor delta_out = scratch.empty({B});  // delta_L = sigma'(a_L)
   T* do_p = delta_out.mutable_data_ptr<T>();
 
   if (skinny) {
@@ -46,8 +47,8 @@ void backward_leaky_in_place(const Tensor* grad_psi, const Tensor& v, const Tens
     // sigma_0''(a_0) adot_0 e_0 in a per-thread row buffer with all its terms (dA_0 += r_0
     // y^T, db_0 += r_0, dy = A_0^T r_0 + alpha v), then zdot_0 = sigma_0'(a_0) adot_0 in place.
     const int64_t threads = get_num_threads();
-    Tensor r_rows = empty({threads, H}, y);
-    Tensor db0_partial = zeros({threads, H}, y);
+    Tensor r_rows = scratch.empty({threads, H});
+    Tensor db0_partial = scratch.zeros({threads, H});
     T* gy_p = need_input_grad ? grad_y.mutable_data_ptr<T>() : nullptr;
     const int64_t grain = std::max<int64_t>(1, (1 << 14) / (LH * d + 4 * H));
     parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
@@ -79,7 +80,7 @@ void backward_leaky_in_place(const Tensor* grad_psi, const Tensor& v, const Tens
     const Tensor A0 = narrowed(A, 0, 0, H);
     Tensor adot0 = block(work, 0, H);
     cpu::gemm_out(adot0, v, transposed(A0));
-    const Tensor r0 = L > 1 ? block(work, 1, H) : empty({B, H}, y);
+    const Tensor r0 = L > 1 ? block(work, 1, H) : scratch.empty({B, H});
     T* r_p = r0.mutable_data_ptr<T>();
     const int64_t r_ld = r0.stride(0);
     for_each_row(B, H, [&](int64_t i) {

@@ -19,6 +19,7 @@
 #include "cpu/gemm.h"
 #include "cpu/isa.h"
 #include "cpu/row_ops.h"
+#include "cpu/workspace.h"
 #include "icnn_activations.h"
 #include "icnn_checks.h"
 #include "icnn_outputs.h"
@@ -41,7 +42,7 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
                     Tensor& grad, Tensor& pre, Tensor& upstream) {
   using F = Act<act>;
   const int64_t B = dims.batch, d = dims.dim, K = dims.in_dim, H = dims.hidden, L = dims.layers;
-  const int64_t M = dims.stacked, LH = L * H, LHs = (L - 1) * H;  // LHs: saved upstream width
+  const int64_t M = dims.stacked, LHs = (L - 1) * H;  // LHs: saved upstream width
   const bool padded = K < d;  // y stands for [y, 0]: only A's first K columns meet it
   const bool skinny = d <= kSkinnyDim;
   const Tensor At = skinny ? contig(transposed(A)) : Tensor();  // (d, M)
@@ -55,7 +56,8 @@ void forward_kernel(const Tensor& y, const Tensor& A, const Tensor& b, const Ten
   // The one workspace, delta (B, M), for the sensitivities of the reverse sweep; until
   // then its block L-1 holds z, which is z_{l-1} while layer l is formed (the output loop
   // reads z_{L-1} of a row before it writes delta_{L-1} there).
-  Tensor delta = empty({B, M}, y);
+  cpu::Workspace scratch(y);  // before every scratch tensor: their memory returns to it
+  Tensor delta = scratch.empty({B, M});
   T* delta_p = delta.mutable_data_ptr<T>();
   const Tensor z = block(delta, L - 1, H);
   T* z_p = delta_p + (L - 1) * H;  // row stride M

@@ -1,12 +1,14 @@
 // The library's service operators (schemas in op_schemas.h): _gemm (a CPU GEMM through a
 // named backend, for tests and benchmarks), _runtime_info (the CPU path as the next
-// operator call would run it: build_info()'s run-time part) and _add_openblas_candidate.
+// operator call would run it: build_info()'s run-time part), _add_openblas_candidate and
+// _cpu_workspace (the kernels' scratch cache, cpu/workspace.h).
 #include <optional>
 #include <sstream>
 #include <string>
 
 #include "cpu/gemm.h"
 #include "cpu/isa.h"
+#include "cpu/workspace.h"
 #include "stable.h"
 
 namespace lidvae {
@@ -47,6 +49,16 @@ std::string runtime_info() {
 
 void add_openblas_candidate_op(StrArg path) { cpu::add_openblas_candidate(path); }
 
+std::string cpu_workspace_op(int64_t limit_bytes, bool release) {
+  const int64_t released = release ? cpu::release_workspace() : 0;
+  const cpu::WorkspaceStats s = cpu::set_workspace_limit(limit_bytes);
+  std::ostringstream os;
+  os << "cached_bytes=" << s.cached_bytes << "\ncached_blocks=" << s.cached_blocks
+     << "\nlimit_bytes=" << s.limit_bytes << "\nhits=" << s.hits << "\nmisses=" << s.misses
+     << "\nreleased_bytes=" << released << "\n";
+  return os.str();
+}
+
 }  // namespace
 }  // namespace lidvae
 
@@ -57,4 +69,5 @@ STABLE_TORCH_LIBRARY_IMPL(lidvae_ext, CPU, m) {
 STABLE_TORCH_LIBRARY_IMPL(lidvae_ext, CompositeExplicitAutograd, m) {
   m.impl("_runtime_info", TORCH_BOX(&lidvae::runtime_info));
   m.impl("_add_openblas_candidate", TORCH_BOX(&lidvae::add_openblas_candidate_op));
+  m.impl("_cpu_workspace", TORCH_BOX(&lidvae::cpu_workspace_op));
 }
