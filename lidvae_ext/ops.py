@@ -151,7 +151,7 @@ def _fake_backward(
 
 
 def _register() -> None:
-    from . import _op_batching, positivity
+    from . import _op_batching, flops, positivity
 
     torch.library.register_fake(f"{_LIB}::icnn_forward")(_fake_forward)
     torch.library.register_fake(f"{_LIB}::icnn_backward")(_fake_backward)
@@ -166,6 +166,7 @@ def _register() -> None:
             # Under torch.autocast the operators run in float32 (outputs float32).
             torch.library.register_autocast(f"{_LIB}::{op}", device_type, torch.float32, lib=_IMPL)
     positivity.register(_IMPL)  # softplus_weights / softplus_weights_backward
+    flops.register()  # torch.utils.flop_counter.FlopCounterMode counts the fused operators
 
 
 _IMPL = torch.library.Library(_LIB, "IMPL") if _extension.loaded() else None

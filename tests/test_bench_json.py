@@ -170,3 +170,21 @@ def test_price_benchmark_smoke_run(tmp_path, capsys):
     assert "price lidvae / vae" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         mod.main(["--models", "vae"])
+
+
+@pytest.mark.parametrize("data,models", [("digits", ("vae", "lidvae")), ("synthetic-text", ("svae", "lidsvae"))])
+def test_price_benchmark_counts_flops(tmp_path, capsys, data, models):
+    """--flops counts one step per model (the fused operators through their formulas) and leaves the
+    timed phases untouched (the counted step is not added to the first epoch's clocks)."""
+    mod = _load_script("price")
+    out = tmp_path / "price.json"
+    argv = ["--data", data, "--epochs", "1", "--latent-dim", "4", "--flops", "--json", str(out)]
+    if data == "synthetic-text":
+        argv += ["--train-size", "256"]
+    assert mod.main(argv) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == set(models)
+    for row in rows.values():
+        assert row["step_mflop"] > 0
+        assert all(v >= 0 for v in row["ms_per_step"].values()), row["ms_per_step"]
+    assert "FLOPs per training step (counted)" in capsys.readouterr().out
