@@ -21,6 +21,10 @@ likelihood p(x|η), on held-out data:
   the Gaussian with the moments of q(z|x) (``encode``), an exact density of
   what is sampled, so the weights stay correct.
 
+For mixture-prior models the runs add the exact posterior of the cluster, p(y|x), next to
+q(y|x) (``diagnose(..., extra=family.latent_diagnostics)``;
+:mod:`lidvae_ext.families.mixture.diagnostics`).
+
 A dimension with ``F_kk ≈ 0`` is not identifiable in practice (the decoder
 ignores it; the exact posterior equals the prior there). A dimension with
 ``F_kk`` clearly > 0, ``E_x v_k`` < 1 and ``Var_x m_k`` > 0 but q's
@@ -32,7 +36,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -198,11 +202,14 @@ def posterior_spread(model: Any, x: Tensor, num_samples: int = 1000, seed: int =
 
 
 def diagnose(model: Any, x: Tensor, *, num_examples: int = 500, sensitivity_samples: int = 1,
-             posterior_samples: int = 1000, seed: int = 0, prepare_targets: bool = True) -> dict[str, Any]:
+             posterior_samples: int = 1000, seed: int = 0, prepare_targets: bool = True,
+             extra: Callable[[Any, Tensor, int, int], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Both diagnostics on the first ``num_examples`` rows of held-out ``x`` (see the module docstring).
 
     With ``prepare_targets`` the rows are first binarized like the metrics'
-    targets (``likelihood.fixed_targets(x, seed)``).
+    targets (``likelihood.fixed_targets(x, seed)``). ``extra(model, rows, posterior_samples,
+    seed)``, when given, adds its entries computed on the same prepared rows (the runs pass
+    their family's :meth:`~lidvae_ext.families.base.Family.latent_diagnostics`).
     """
     if num_examples < 2:
         raise ValueError(f"num_examples must be >= 2, got {num_examples}")
@@ -213,4 +220,6 @@ def diagnose(model: Any, x: Tensor, *, num_examples: int = 500, sensitivity_samp
     out: dict[str, Any] = {"num_examples": int(x.shape[0])}
     out.update(decoder_sensitivity(model, x, sensitivity_samples, seed=seed))
     out.update(posterior_spread(model, x, posterior_samples, seed=seed))
+    if extra is not None:  # the family's other latents (a mixture prior: the cluster y), on the same rows
+        out.update(extra(model, x, posterior_samples, seed))
     return out

@@ -115,6 +115,20 @@ def test_diagnosis_sorts_inactive_dimensions_by_cause():
     assert readable.diagnosis("vae", _model([0.5])) is None  # no diagnostics, no sentence
 
 
+def test_cluster_diagnosis_sentence():
+    m = _model([0.5])
+    assert readable.cluster_diagnosis("gmvae", m) is None  # no diagnostics
+    m["diagnostics"] = {"fisher": [1.0]}
+    assert readable.cluster_diagnosis("gmvae", m) is None  # a Gaussian-prior model's diagnostics
+    m["diagnostics"].update(y_exact_kl_uniform=1.5, y_q_kl_uniform=0.25, y_gap_kl=1.125, y_agreement=0.5,
+                            y_ess_mean=123.4, y_num_samples=1000, y_exact_usage=[0.1] * 10)
+    line = readable.cluster_diagnosis("lidgmvae", m)
+    assert line.startswith("The lidgmvae's cluster y: the exact posterior p(y|x) is 1.50 nats from uniform and "
+                           "q(y|x) 0.25 (log C = 2.30 would be certain)")
+    assert "misses 1.12 nats" in line and "same cluster for 50% of the inputs" in line
+    assert "mean ESS 123 of 1000" in line
+
+
 def test_traversal_figures_only_where_they_apply(tmp_path):
     from lidvae_ext.families.mixture.models import GMVAE
     from lidvae_ext.families.gaussian.models import VAE

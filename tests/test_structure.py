@@ -14,7 +14,7 @@ ROOT = Path(lidvae_ext.__file__).resolve().parent
 
 # Layers, bottom to top: a module may import its own component and the components of lower layers only.
 # The op surface is one component; the facade ``lidvae_ext/__init__.py`` re-exports and is exempt.
-OP_SURFACE = {"_extension", "_build_config", "_op_autograd", "_op_batching", "positivity", "reference", "ops", "nn",
+OP_SURFACE = {"_extension", "_build_config", "_op_autograd", "_op_batching", "positivity", "reference", "ops", "nn", "flops",
               "errors"}
 LAYER = {"op_surface": 0, "checkpoint": 1, "core": 2, "data": 2, "classical": 2,
          "families": 3, "report": 3, "training": 3, "diagnostics": 3,

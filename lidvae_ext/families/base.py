@@ -49,6 +49,11 @@ class Family:
     cli_defaults: dict[str, Any] = field(default_factory=dict)
     supports_diagnostics: bool = True
 
+    def latent_diagnostics(self, model: nn.Module, x: Any, posterior_samples: int, seed: int) -> dict[str, Any]:
+        """Diagnostics of the family's latents beyond z on prepared held-out rows ``x`` (the
+        ``extra`` of :func:`lidvae_ext.diagnostics.diagnose`); none by default."""
+        return {}
+
     # -- models -------------------------------------------------------------------------------
     def parse(self, text: str) -> ModelSpec:
         """The :class:`ModelSpec` of a model name of this family."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,19 @@ def diagnosis(name: str, m: dict[str, Any], threshold: float = PROJECT_THRESHOLD
             "close to the prior).")
 
 
+def cluster_diagnosis(name: str, m: dict[str, Any]) -> str | None:
+    """One sentence on the cluster y of a mixture model: how much of it the exact posterior p(y|x)
+    and q(y|x) carry (needs the ``y_*`` entries of ``diagnostics``)."""
+    d = m.get("diagnostics") or {}
+    if "y_exact_kl_uniform" not in d:
+        return None
+    exact, q, gap = d["y_exact_kl_uniform"], d["y_q_kl_uniform"], d["y_gap_kl"]
+    return (f"The {name}'s cluster y: the exact posterior p(y|x) is {exact:.2f} nats from uniform and q(y|x) "
+            f"{q:.2f} (log C = {math.log(len(d['y_exact_usage'])):.2f} would be certain); q(y|x) misses "
+            f"{gap:.2f} nats of p(y|x) on average (KL(p‖q)) and picks the same cluster for "
+            f"{d['y_agreement']:.0%} of the inputs (importance sampling, mean ESS {d['y_ess_mean']:.0f} of "
+            f"{d['y_num_samples']}).")
+
 
 def plot_collapse_profile(report: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path | None:
     """AU against the threshold (log x) and sorted per-dimension KL and MI (log y), one curve per model."""
@@ -255,7 +269,8 @@ def report_sections(report: dict[str, dict[str, Any]], meta: dict[str, Any]) -> 
     return {
         "title": f"Posterior collapse: {', '.join(report)} on {meta.get('data', '?')}",
         "verdict": verdict(report, float(meta.get("au_threshold", PROJECT_THRESHOLD)))
-        + [line for n, m in report.items() if (line := diagnosis(n, m)) is not None],
+        + [line for n, m in report.items() if (line := diagnosis(n, m)) is not None]
+        + [line for n, m in report.items() if (line := cluster_diagnosis(n, m)) is not None],
         "collapse": WHAT_COLLAPSE_IS,
         "metrics": METRICS,
         "footnote": (f"Metrics on {first.get('num_examples', '?')} held-out examples; IWAE with "

@@ -99,7 +99,8 @@ def _metrics(family: Family, spec: ModelSpec, model: nn.Module, ds: Any, eval_op
         from ..diagnostics import diagnose
 
         out["diagnostics"] = diagnose(model, ds.test, num_examples=eval_opts.diagnostics,
-                                      posterior_samples=eval_opts.diagnostic_samples, seed=eval_opts.seed)
+                                      posterior_samples=eval_opts.diagnostic_samples, seed=eval_opts.seed,
+                                      extra=family.latent_diagnostics)
     return out
 
 
@@ -223,7 +224,8 @@ def run_evaluate(checkpoint: str | Path, data: Any = None, eval_opts: EvalOption
         from ..diagnostics import diagnose
 
         out["diagnostics"] = diagnose(model, ds.test, num_examples=eval_opts.diagnostics,
-                                      posterior_samples=eval_opts.diagnostic_samples, seed=eval_opts.seed)
+                                      posterior_samples=eval_opts.diagnostic_samples, seed=eval_opts.seed,
+                                      extra=family.latent_diagnostics)
     return out
 
 

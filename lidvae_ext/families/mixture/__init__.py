@@ -17,6 +17,7 @@ from ...core.options import ModelOptions, image_model_kwargs, lid_decoder_option
 from ...core.spec import ModelSpec, SpecGrammar
 from ..base import Column, Family
 from .figures import plot_cluster_traversals, write_mixture_figures
+from .diagnostics import cluster_posterior
 from .metrics import evaluate_mixture
 from .models import GMVAE, LIDGMVAE, MixtureVAE, build_mixture_from_spec, build_mixture_model
 
@@ -36,6 +37,10 @@ class MixtureFamily(Family):
     def build(self, spec: ModelSpec, ds: Any, options: ModelOptions, fit_x: Tensor | None) -> nn.Module:
         """See :meth:`lidvae_ext.families.base.Family.build`."""
         return build_mixture(spec, ds.dim, options, fit_x)
+
+    def latent_diagnostics(self, model: nn.Module, x: Any, posterior_samples: int, seed: int) -> dict[str, Any]:
+        """The exact posterior of the cluster y against q(y|x) (:mod:`.diagnostics`)."""
+        return cluster_posterior(model, x, posterior_samples, seed=seed)
 
     def rebuild(self, config: dict[str, Any], backend: str | None = None) -> nn.Module:
         """See :meth:`lidvae_ext.families.base.Family.rebuild`."""

@@ -154,7 +154,7 @@ def log_mixture_density(z: Tensor, log_w: Tensor, mean: Tensor, logvar: Tensor, 
     return torch.cat(out) if out else z.new_zeros(0)
 
 
-def _sample_posterior(log_qy: Tensor, mean: Tensor, logvar: Tensor, num: int,
+def sample_posterior(log_qy: Tensor, mean: Tensor, logvar: Tensor, num: int,
                       generator: torch.Generator | None) -> Tensor:
     """``num`` draws z ~ q(z|x) per row, ancestrally: (num, N, K). Inputs (N, C), (N, C, K) on one device."""
     n = log_qy.shape[0]
@@ -173,7 +173,7 @@ def mixture_mutual_information(log_qy: Tensor, mean: Tensor, logvar: Tensor, num
     flat_m, flat_lv = mean.reshape(-1, k), logvar.reshape(-1, k)
     total = 0.0
     for _ in range(num_samples):
-        z = _sample_posterior(log_qy, mean, logvar, 1, generator)[0]  # (N, K)
+        z = sample_posterior(log_qy, mean, logvar, 1, generator)[0]  # (N, K)
         comp = diag_gaussian_log_prob(z.double().unsqueeze(1), mean.double(), logvar.double())  # (N, C)
         log_cond = torch.logsumexp(log_qy.double() + comp, dim=1)
         log_agg = log_mixture_density(z, flat_w, flat_m, flat_lv)
@@ -212,7 +212,7 @@ def mixture_iwae_log_likelihood(model: Any, x: Tensor, num_samples: int = 100, b
 
     def log_weights(xb: Tensor, posterior: tuple[Tensor, Tensor, Tensor], s: int) -> Tensor:
         log_qy, mean_b, logvar_b = posterior
-        z0 = _sample_posterior(log_qy, mean_b, logvar_b, s, generator)  # (s, B, K)
+        z0 = sample_posterior(log_qy, mean_b, logvar_b, s, generator)  # (s, B, K)
         comp = diag_gaussian_log_prob(z0.unsqueeze(2), mean_b, logvar_b)  # (s, B, C)
         log_q = torch.logsumexp(log_qy + comp, dim=-1)  # = log q(f(z0)|x): the flow's log-det is 0
         z = model.transform(z0) if model.flow is not None else z0
