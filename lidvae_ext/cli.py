@@ -85,8 +85,8 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-batch-size", type=int, default=None, help="default 256; sentence models 64")
     g.add_argument("--diagnostics", type=int, default=None, metavar="N",
                    help="per-dimension decoder sensitivity / Fisher information and SNIS exact-posterior "
-                        "spread on N held-out examples (compare default 256 for image models, else 0 = off; "
-                        "not for sentence models)")
+                        "spread on N held-out examples, and for mixture models the exact p(y|x) against q(y|x) "
+                        "(compare default 256 for image models, else 0 = off; not for sentence models)")
     g.add_argument("--diagnostic-samples", type=int, default=500, help="SNIS samples per example")
 
 
