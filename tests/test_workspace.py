@@ -126,7 +126,7 @@ def test_concurrent_calls_from_threads(default_limit):
     assert not errors, errors[0]
 
 
-def _run_with_env(value: str) -> subprocess.CompletedProcess:
+def _run_with_env(value: str, cwd) -> subprocess.CompletedProcess:
     code = (
         "import torch, lidvae_ext\n"
         "print(lidvae_ext.cpu_workspace_info()['limit_bytes'])\n"
@@ -134,18 +134,21 @@ def _run_with_env(value: str) -> subprocess.CompletedProcess:
         "print(float(m(torch.randn(4, 2)).sum()))\n"
     )
     env = dict(os.environ, LIDVAE_CPU_WORKSPACE_MB=value)
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    # Run outside the source tree, so that `import lidvae_ext` finds the package the tests run (the
+    # installed wheel, or the in-place build on PYTHONPATH), not the unbuilt sources in the cwd.
+    return subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
 
 
-def test_environment_sets_the_limit():
-    proc = _run_with_env("3")
+def test_environment_sets_the_limit(tmp_path):
+    proc = _run_with_env("3", tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == str(3 << 20)
 
 
 @pytest.mark.parametrize("value", ["abc", "-5", "1.5"])
-def test_bad_environment_value_is_one_clear_error(value):
-    proc = _run_with_env(value)
+def test_bad_environment_value_is_one_clear_error(value, tmp_path):
+    proc = _run_with_env(value, tmp_path)
     assert proc.returncode != 0
     assert f"LIDVAE_CPU_WORKSPACE_MB must be a whole number of MiB >= 0" in proc.stderr
     assert f"got '{value}'" in proc.stderr
