@@ -341,8 +341,10 @@ def main(argv: list[str] | None = None) -> int:
             if timed:  # the JAX column: the fastest formulation
                 best = min(timed, key=timed.get)
                 med[JAX] = timed[best]
+                refused = [f"{v.removeprefix(JAX + '-')} refused ({cells[v]})" for v in jax_variants if v in cells]
                 notes.append(f"{name} {mode}: JAX column = {best.removeprefix(JAX + '-')} formulation; "
-                             + ", ".join(f"{v.removeprefix(JAX + '-')} {t * 1e3:.2f} ms" for v, t in timed.items()))
+                             + ", ".join([*(f"{v.removeprefix(JAX + '-')} {t * 1e3:.2f} ms" for v, t in timed.items()),
+                                          *refused]))
             elif jax_variants:
                 cells[JAX] = cells.get(jax_variants[0], "not installed")
             cols = (*extra, "reference")

@@ -188,3 +188,19 @@ def test_price_benchmark_counts_flops(tmp_path, capsys, data, models):
         assert row["step_mflop"] > 0
         assert all(v >= 0 for v in row["ms_per_step"].values()), row["ms_per_step"]
     assert "FLOPs per training step (counted)" in capsys.readouterr().out
+
+
+def test_workloads_are_the_same_function_in_every_run():
+    """make_workload draws the weights from its seed too (without touching the global RNG), so two
+    runs of a case time the same function and a failed equality check is not a matter of chance."""
+    import torch
+
+    mod = _load_script("cases")
+    state = torch.random.get_rng_state()
+    a, b = (mod.make_workload(mod.CASES["C3"]) for _ in range(2))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for p, q in zip(a.module.parameters(), b.module.parameters()):
+        assert torch.equal(p, q)
+    assert torch.equal(a.inputs, b.inputs)
+    other = mod.make_workload(mod.CASES["C3"], seed=1)
+    assert not torch.equal(next(other.module.parameters()), next(a.module.parameters()))
