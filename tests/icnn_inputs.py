@@ -92,6 +92,18 @@ def strided(t: torch.Tensor) -> torch.Tensor:
 NAMES = ["psi", "grad", "d_y", "d_A", "d_b", "d_W", "d_w_out"]
 
 
+def assert_fused_matches_reference(inputs64, u, v, hyper, dtype, context: str) -> None:
+    """Every output and gradient of the fused operators in ``dtype`` against the float64 reference
+    (relative to each output's largest entry: 1e-10 in float64, 1e-4 in float32)."""
+    want = outputs_and_grads(reference, inputs64, u, v, hyper)
+    from lidvae_ext import ops
+
+    got = outputs_and_grads(ops, [t.to(dtype) for t in inputs64], u.to(dtype), v.to(dtype), hyper)
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    errs = max_rel_errors(got, want)
+    assert all(e <= tol for e in errs.values()), f"{context} errors={errs}"
+
+
 def max_rel_errors(got, want) -> dict[str, float]:
     """max|got − want| / max|want| per output (0 for empty tensors)."""
     errs = {}

@@ -21,7 +21,7 @@ import torch
 
 import lidvae_ext
 from lidvae_ext import ops, reference
-from icnn_inputs import kink_free_seed, max_rel_errors, outputs_and_grads, sample_cotangents, sample_inputs
+from icnn_inputs import assert_fused_matches_reference, kink_free_seed, sample_cotangents, sample_inputs
 
 pytestmark = pytest.mark.skipif(not ops.fused_available("cpu"), reason="lidvae_ext._C not built")
 
@@ -47,12 +47,7 @@ def _check_ops(case, dtype):
     inputs64 = sample_inputs(batch, dim, hidden, layers, seed=seed)
     inputs64[0] = inputs64[0][:, :in_dim].contiguous()
     u, v = sample_cotangents(batch, dim, seed=seed)
-    hyper = (alpha, activation, 0.2)
-    want = outputs_and_grads(reference, inputs64, u, v, hyper)
-    got = outputs_and_grads(ops, [t.to(dtype) for t in inputs64], u.to(dtype), v.to(dtype), hyper)
-    tol = 1e-10 if dtype == torch.float64 else 1e-4
-    errs = max_rel_errors(got, want)
-    assert all(e <= tol for e in errs.values()), f"case={case} seed={seed} errors={errs}"
+    assert_fused_matches_reference(inputs64, u, v, (alpha, activation, 0.2), dtype, f"case={case} seed={seed}")
 
 
 @pytest.mark.parametrize("isa", ISAS)

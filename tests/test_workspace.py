@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import lidvae_ext
-from lidvae_ext import _extension, ops, reference
-from icnn_inputs import fresh_seed, max_rel_errors, outputs_and_grads, sample_cotangents, sample_inputs
+from lidvae_ext import _extension
+from icnn_inputs import assert_fused_matches_reference, fresh_seed, sample_cotangents, sample_inputs
 
 pytestmark = pytest.mark.skipif(not _extension.loaded(), reason="needs the compiled extension")
 
@@ -32,14 +32,9 @@ def default_limit():
 
 
 def _check_against_reference(batch, dim, hidden, layers, activation, seed, dtype=torch.float64):
-    hyper = (0.3, activation, 0.2)
     inputs = sample_inputs(batch, dim, hidden, layers, seed=seed)
     u, v = sample_cotangents(batch, dim, seed=seed)
-    want = outputs_and_grads(reference, inputs, u, v, hyper)
-    got = outputs_and_grads(ops, [t.to(dtype) for t in inputs], u.to(dtype), v.to(dtype), hyper)
-    tol = 1e-10 if dtype == torch.float64 else 1e-4
-    errs = max_rel_errors(got, want)
-    assert all(e <= tol for e in errs.values()), f"seed={seed} errors={errs}"
+    assert_fused_matches_reference(inputs, u, v, (0.3, activation, 0.2), dtype, f"seed={seed}")
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
