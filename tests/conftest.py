@@ -21,8 +21,9 @@ cannot depend on the draw).
 Every test in ``test_ops.py`` runs under each *CPU variant* — a GEMM backend of the
 extension (``LIDVAE_CPU_GEMM``) with a row-pass ISA (``LIDVAE_CPU_ISA``), forced through
 the environment, which the operators read at every call. By default the variants are
-the build's best (``auto``: OpenBLAS when it loads, the widest ISA the CPU runs) and
-ATen GEMMs with the baseline ISA; ``LIDVAE_TEST_CPU_VARIANTS=all`` runs the full
+the build's choice (``auto``: ATen on Intel CPUs, else OpenBLAS when it loads; the widest
+ISA the CPU runs), every other GEMM backend with that ISA, and ATen GEMMs with the baseline
+ISA; ``LIDVAE_TEST_CPU_VARIANTS=all`` runs the full
 product of the backends the build has and the ISAs the CPU supports
 (``test_cpu_backends.py`` covers that product in every run on a compact grid).
 """
@@ -87,7 +88,8 @@ VARIANT_MODULES = {"test_ops"}
 
 
 def cpu_variants(full: bool) -> list[tuple[str, str]]:
-    """``(gemm, isa)`` pairs: the product of what the build/CPU has, or best + aten/baseline."""
+    """``(gemm, isa)`` pairs: the product of what the build/CPU has, or the build's choice, every GEMM backend
+    with the widest ISA, and aten/baseline."""
     try:
         import lidvae_ext
 
@@ -98,8 +100,9 @@ def cpu_variants(full: bool) -> list[tuple[str, str]]:
         return []
     if full:
         return [(g, i) for g in info["cpu_gemm_backends"] for i in info["cpu_isas"]]
-    best = (info["cpu_gemm_backends"][-1], info["cpu_isas"][-1])
-    return list(dict.fromkeys([best, ("aten", "baseline")]))
+    widest = info["cpu_isas"][-1]
+    every_gemm = [(info["cpu_gemm"], widest), *((g, widest) for g in info["cpu_gemm_backends"])]
+    return list(dict.fromkeys([*every_gemm, ("aten", "baseline")]))
 
 
 def pytest_generate_tests(metafunc):

@@ -121,6 +121,14 @@ def test_build_info_reports_the_cpu_path(monkeypatch):
         assert info["openblas"].startswith("OpenBLAS") and "core" in info["openblas"]
 
 
+def test_auto_gemm_follows_the_cpu_vendor():
+    """auto: ATen (torch's MKL) on Intel CPUs, OpenBLAS elsewhere when it loads (docs/benchmarks.md)."""
+    if "openblas" not in BACKENDS:
+        pytest.skip("OpenBLAS does not load here: auto is ATen everywhere")
+    assert INFO["cpu_vendor"] in ("intel", "other")
+    assert INFO["cpu_gemm"] == ("aten" if INFO["cpu_vendor"] == "intel" else "openblas")
+
+
 def test_without_openblas_ops_fall_back_to_aten(tmp_path):
     """An OpenBLAS that does not load: ATen GEMMs, a one-line notice, same results."""
     script = textwrap.dedent("""

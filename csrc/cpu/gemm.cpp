@@ -218,6 +218,18 @@ std::string openblas_description() {
   return lib.config + "; core " + lib.core + "; " + lib.path;
 }
 
+bool intel_cpu() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool intel = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel") != 0;
+  }();
+  return intel;
+#else
+  return false;
+#endif
+}
+
 const char* gemm_backend_name(GemmBackend backend) {
   return backend == GemmBackend::kOpenBlas ? "openblas" : "aten";
 }
@@ -229,7 +241,10 @@ GemmBackend gemm_backend() {
     LIDVAE_CHECK(openblas_available(), "LIDVAE_CPU_GEMM=openblas but ", openblas_description());
     return GemmBackend::kOpenBlas;
   }
-  if (openblas_available()) return GemmBackend::kOpenBlas;
+  // auto: on Intel CPUs torch's own GEMMs (MKL in the x86 wheels) beat OpenBLAS's at the
+  // kernels' shapes (2-vCPU Xeon, 2 threads: every C1-C4 step 1-12 % faster, docs/benchmarks.md);
+  // elsewhere (AMD: MKL's slower generic paths) OpenBLAS's kernels ran about twice ATen's rate.
+  if (openblas_available()) return intel_cpu() ? GemmBackend::kAten : GemmBackend::kOpenBlas;
   static std::once_flag notice;
   std::call_once(notice, [] {
     std::fprintf(stderr, "lidvae_ext: CPU GEMMs use ATen: %s\n", openblas_description().c_str());

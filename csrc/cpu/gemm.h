@@ -10,8 +10,9 @@
 //             package next to this library in site-packages, the soname.
 //
 // The backend is read from LIDVAE_CPU_GEMM=auto|aten|openblas at every operator call
-// (auto, the default: openblas when it loads, else aten); an explicit `openblas` that
-// cannot load is an error. OpenBLAS runs single-threaded inside torch's parallel_for over
+// (auto, the default: aten on Intel CPUs, where torch's MKL GEMMs are the faster ones;
+// elsewhere openblas when it loads, else aten); an explicit `openblas` that cannot load is an
+// error. OpenBLAS runs single-threaded inside torch's parallel_for over
 // blocks of the output (split_gemm), so torch's intra-op thread count is the only
 // thread count and one thread pool (OpenMP) does every pass: no second pool whose
 // spinning workers would compete with the row passes for the cores.
@@ -26,8 +27,11 @@ namespace cpu {
 
 enum class GemmBackend { kAten, kOpenBlas };
 
-// The backend LIDVAE_CPU_GEMM asks for, resolved against what loads (see above).
+// The backend LIDVAE_CPU_GEMM asks for, resolved against what loads and the CPU (see above).
 GemmBackend gemm_backend();
+
+// Whether the CPU is an Intel one (the auto choice of backend).
+bool intel_cpu();
 
 // "aten" / "openblas".
 const char* gemm_backend_name(GemmBackend backend);

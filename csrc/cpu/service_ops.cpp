@@ -35,6 +35,7 @@ std::string runtime_info() {
   std::ostringstream os;
   os << "cpu_gemm=" << cpu::gemm_backend_name(cpu::gemm_backend()) << "\n";
   os << "cpu_gemm_backends=aten" << (cpu::openblas_available() ? ",openblas" : "") << "\n";
+  os << "cpu_vendor=" << (cpu::intel_cpu() ? "intel" : "other") << "\n";
   os << "openblas=" << cpu::openblas_description() << "\n";
   os << "cpu_isa=" << cpu::isa_name(cpu::select_isa()) << "\n";
   os << "cpu_isas=";
