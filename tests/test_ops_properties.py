@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from conftest import SESSION_SEED, cpu_variants  # noqa: E402
-from icnn_inputs import NAMES, max_rel_errors, outputs_and_grads, reference, strided  # noqa: E402
+from icnn_inputs import NAMES, outputs_and_grads, reference, strided  # noqa: E402
 from lidvae_ext import ops  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not ops.fused_available("cpu"), reason="lidvae_ext._C not built")
@@ -134,11 +134,19 @@ def _tolerance(dtype: torch.dtype) -> float:
     return 1e-10 if dtype == torch.float64 else 1e-4
 
 
+# float32: an output far smaller than the others is a sum whose terms cancelled (e.g. d_w_out of
+# -1.4e-5 from terms of order 0.1 at B = 1, LIDVAE_TEST_SEED=1790490525, where the float32 autograd
+# reference itself is 4.8e-5 off); its error is measured against this share of the largest output.
+CANCELLATION_FLOOR = 1e-2
+
+
 def _check(got, want, names, p) -> None:
     for name, g, w in zip(names, got, want):
         assert g.dtype == p["dtype"] and g.shape == w.shape, (name, g.dtype, g.shape, w.shape)
-    errs = max_rel_errors(got, want) if names == NAMES else {
-        n: (e / s if (s := w.abs().max().item() if w.numel() else 0.0) > 0 else e)
+    largest = max((w.abs().max().item() for w in want if w.numel()), default=0.0)
+    floor = CANCELLATION_FLOOR * largest if p["dtype"] == torch.float32 else 0.0
+    errs = {
+        n: (e / s if (s := max(w.abs().max().item() if w.numel() else 0.0, floor)) > 0 else e)
         for n, g, w in zip(names, got, want)
         for e in [((g.double() - w).abs().max().item() if w.numel() else 0.0)]}
     tol = _tolerance(p["dtype"])
