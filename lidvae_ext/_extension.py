@@ -232,7 +232,11 @@ def cpu_workspace_info() -> dict[str, int]:
         ``hits`` and ``misses`` (requests served from the cache, and those that took new
         memory, since the process started).
     """
-    info = _cpu_workspace()
+    return _workspace_stats()
+
+
+def _workspace_stats(limit_bytes: int = -1) -> dict[str, int]:
+    info = _cpu_workspace(limit_bytes)
     info.pop("released_bytes")
     return info
 
@@ -247,9 +251,7 @@ def set_cpu_workspace_limit(megabytes: float) -> dict[str, int]:
     if isinstance(megabytes, bool) or not isinstance(megabytes, (int, float)) or not megabytes >= 0 \
             or megabytes == float("inf"):
         raise ValueError(f"set_cpu_workspace_limit: megabytes must be a finite number >= 0, got {megabytes!r}")
-    info = _cpu_workspace(int(megabytes * (1 << 20)))
-    info.pop("released_bytes")
-    return info
+    return _workspace_stats(int(megabytes * (1 << 20)))
 
 
 def release_cpu_workspace() -> int:

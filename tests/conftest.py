@@ -100,9 +100,8 @@ def cpu_variants(full: bool) -> list[tuple[str, str]]:
         return []
     if full:
         return [(g, i) for g in info["cpu_gemm_backends"] for i in info["cpu_isas"]]
-    widest = info["cpu_isas"][-1]
-    every_gemm = [(info["cpu_gemm"], widest), *((g, widest) for g in info["cpu_gemm_backends"])]
-    return list(dict.fromkeys([*every_gemm, ("aten", "baseline")]))
+    widest = info["cpu_isas"][-1]  # every GEMM backend (the build's auto choice among them) with it
+    return list(dict.fromkeys([*((g, widest) for g in info["cpu_gemm_backends"]), ("aten", "baseline")]))
 
 
 def pytest_generate_tests(metafunc):

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from ...core.gaussian import diag_gaussian_log_prob
-from .metrics import sample_posterior, active_clusters, entropy
+from .metrics import active_clusters, entropy, importance_draws
 
 
 def _log_cluster_given_z(model: Any, z: Tensor) -> Tensor:
@@ -85,10 +85,8 @@ def exact_cluster_posterior(model: Any, x: Tensor, num_samples: int = 1000, seed
             log_w_parts, log_py_parts = [], []
             for s0 in range(0, num_samples, chunk):
                 s = min(chunk, num_samples - s0)
-                z0 = sample_posterior(log_qy, mean_b, logvar_b, s, gen)  # (s, B, K)
-                log_q = torch.logsumexp(log_qy + diag_gaussian_log_prob(z0.unsqueeze(2), mean_b, logvar_b), dim=-1)
-                z = model.transform(z0)
-                log_w_parts.append((model.log_likelihood(xb, z) + model.log_prior(z) - log_q).double().cpu())
+                z, log_w = importance_draws(model, xb, log_qy, mean_b, logvar_b, s, gen)  # (s, B, K), (s, B)
+                log_w_parts.append(log_w.double().cpu())
                 log_py_parts.append(_log_cluster_given_z(model, z).double().cpu())  # (s, B, C)
             log_w, log_py = torch.cat(log_w_parts), torch.cat(log_py_parts)
             w = torch.softmax(log_w, dim=0)  # (S, B)

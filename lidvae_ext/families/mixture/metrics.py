@@ -197,6 +197,21 @@ def mixture_negative_elbo(model: Any, x: Tensor, batch_size: int = 512,
 
 
 @torch.no_grad()
+def importance_draws(model: Any, xb: Tensor, log_qy: Tensor, mean_b: Tensor, logvar_b: Tensor, num: int,
+                     generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """``num`` draws z ~ q(z|x) per row and their log weights log p(x|z) + log p(z) − log q(z|x).
+
+    Ancestral draws (:func:`sample_posterior`) with the exact mixture density
+    log q(z|x) = log Σ_k q(k|x) N(z₀; m_k, s_k²) (with the flow z = f(z₀), log-det 0). Inputs
+    (B, C), (B, C, K) and (B, C, K); returns z (num, B, K) and the log weights (num, B).
+    """
+    z0 = sample_posterior(log_qy, mean_b, logvar_b, num, generator)  # (num, B, K)
+    comp = diag_gaussian_log_prob(z0.unsqueeze(2), mean_b, logvar_b)  # (num, B, C)
+    log_q = torch.logsumexp(log_qy + comp, dim=-1)  # = log q(f(z0)|x): the flow's log-det is 0
+    z = model.transform(z0)
+    return z, model.log_likelihood(xb, z) + model.log_prior(z) - log_q
+
+
 def mixture_iwae_log_likelihood(model: Any, x: Tensor, num_samples: int = 100, batch_size: int = 256,
                                 max_elements: int = 2 ** 22, generator: torch.Generator | None = None) -> Tensor:
     """Per-example IWAE estimate log (1/k) Σ_i p(x|z_i) p(z_i)/q(z_i|x), z_i ~ q(z|x) (see module docstring).
@@ -211,12 +226,7 @@ def mixture_iwae_log_likelihood(model: Any, x: Tensor, num_samples: int = 100, b
         return log_qy, mean.transpose(0, 1), logvar.transpose(0, 1)  # (B, C, K)
 
     def log_weights(xb: Tensor, posterior: tuple[Tensor, Tensor, Tensor], s: int) -> Tensor:
-        log_qy, mean_b, logvar_b = posterior
-        z0 = sample_posterior(log_qy, mean_b, logvar_b, s, generator)  # (s, B, K)
-        comp = diag_gaussian_log_prob(z0.unsqueeze(2), mean_b, logvar_b)  # (s, B, C)
-        log_q = torch.logsumexp(log_qy + comp, dim=-1)  # = log q(f(z0)|x): the flow's log-det is 0
-        z = model.transform(z0) if model.flow is not None else z0
-        return model.log_likelihood(xb, z) + model.log_prior(z) - log_q
+        return importance_draws(model, xb, *posterior, s, generator)[1]
 
     return importance_log_likelihood(model, x, num_samples, batch_size, encode, log_weights, max_elements)
 
